@@ -1,0 +1,155 @@
+"""`python -m tableqa_helpers <command>`: the stages outside notebooks, same functions.
+
+Every command takes ``--profile`` (default: $TABLEQA_PROFILE, else tiny) and any number of
+``--set field=value`` overrides (``--set tier_a.lr=5e-5 --set batch_size=2``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _config(args):
+    from .config import get_config
+
+    overrides = {}
+    for item in args.set or []:
+        if "=" not in item:
+            raise SystemExit(f"--set expects field=value, got {item!r}")
+        key, value = item.split("=", 1)
+        overrides[key.strip()] = value
+    return get_config(args.profile, overrides)
+
+
+def cmd_tiny_model(args):
+    from .standin import build_tiny_model
+
+    print(build_tiny_model(args.dir, seed=args.seed))
+
+
+def cmd_synth_data(args):
+    from .synth import make_synthetic_dataset
+
+    print(make_synthetic_dataset(args.dir, train=args.train, validation=args.validation,
+                                 test=args.test, seed=args.seed))
+
+
+def cmd_prepare(args):
+    from .standin import ensure_standins
+
+    cfg = _config(args)
+    made = ensure_standins(cfg)
+    print(json.dumps(made or {"note": "nothing to build"}, indent=2))
+
+
+def cmd_plan(args):
+    from .tiers import format_plan, plan
+
+    cfg = _config(args)
+    if args.seed_targets:
+        cfg.tier_a.seed_targets = True
+    tiers = (args.tier,) if args.tier else ("a", "b")
+    for tier, counts in plan(cfg, tiers).items():
+        title = f"Tier {tier.upper()} trainable parameters ({cfg.model_id})"
+        if tier == "a" and cfg.tier_a.seed_targets:
+            vision = sum(v for k, v in counts.items() if k.startswith("vision"))
+            title += f"\n  tutorial targets: {vision:,} of them sit in the vision tower"
+        print(format_plan(counts, title) + "\n")
+
+
+def cmd_train(args):
+    from .standin import ensure_standins
+    from .train import train_tier
+
+    cfg = _config(args)
+    ensure_standins(cfg)
+    summary = train_tier(cfg, args.tier, resume=not args.no_resume)
+    summary.pop("log_history")
+    print(json.dumps(summary, indent=2))
+
+
+def cmd_merge(args):
+    from .merge import merge_tier_a
+
+    print(json.dumps(merge_tier_a(_config(args)), indent=2))
+
+
+def cmd_predict(args):
+    from .infer import predict
+
+    print(predict(_config(args), args.stage, args.split, limit=args.limit))
+
+
+def cmd_evaluate(args):
+    from .evaluate import compare_stages
+    from .infer import STAGES, output_path
+    from .plots import plot_stage_comparison
+
+    cfg = _config(args)
+    paths = {s: output_path(cfg, s, args.split) for s in STAGES if output_path(cfg, s, args.split).exists()}
+    if not paths:
+        raise SystemExit(f"no predictions under {cfg.predictions_dir / args.split}: run predict first")
+    out = cfg.eval_dir / args.split
+    rows = compare_stages(paths, out)
+    plot_stage_comparison(rows, out / "comparison.png")
+    print((out / "comparison.md").read_text())
+
+
+def cmd_check_data(args):
+    from .checks import check_dataset
+
+    report = check_dataset(_config(args))
+    print(report.summary())
+    sys.exit(1 if report.fatal else 0)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m tableqa_helpers", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name, func, help_, profile=True):
+        p = sub.add_parser(name, help=help_)
+        p.set_defaults(func=func)
+        if profile:
+            p.add_argument("--profile", default=None, help="tiny or full (default: $TABLEQA_PROFILE or tiny)")
+            p.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a config field")
+        return p
+
+    p = add("tiny-model", cmd_tiny_model, "write the tiny Qwen2.5-VL stand-in", profile=False)
+    p.add_argument("dir")
+    p.add_argument("--seed", type=int, default=0)
+    p = add("synth-data", cmd_synth_data, "write a synthetic Visual-TableQA", profile=False)
+    p.add_argument("dir")
+    p.add_argument("--train", type=int, default=100)
+    p.add_argument("--validation", type=int, default=20)
+    p.add_argument("--test", type=int, default=20)
+    p.add_argument("--seed", type=int, default=0)
+    add("prepare", cmd_prepare, "build the stand-ins the profile needs")
+    p = add("plan", cmd_plan, "trainable parameters per tier and component (meta device)")
+    p.add_argument("--tier", choices=["a", "b"])
+    p.add_argument("--seed-targets", action="store_true", help="Tier A with the tutorial's targets")
+    p = add("train", cmd_train, "train a tier")
+    p.add_argument("--tier", choices=["a", "b"], required=True)
+    p.add_argument("--no-resume", action="store_true", help="start over, ignoring checkpoints")
+    add("merge", cmd_merge, "merge the Tier A adapter into the base model")
+    p = add("predict", cmd_predict, "batched generation over a split")
+    p.add_argument("--stage", choices=["base", "a", "merged", "b"], required=True)
+    p.add_argument("--split", default="test")
+    p.add_argument("--limit", type=int, default=None)
+    p = add("evaluate", cmd_evaluate, "compare the stages' predictions")
+    p.add_argument("--split", default="test")
+    add("check-data", cmd_check_data, "scan the dataset for problems before training")
+
+    args = parser.parse_args(argv)
+    from .config import ConfigError
+    from .data import DataError
+    try:
+        args.func(args)
+    except (ConfigError, DataError) as e:
+        raise SystemExit(f"error: {e}") from None
+
+
+if __name__ == "__main__":
+    main()

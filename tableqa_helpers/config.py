@@ -1,0 +1,236 @@
+"""One typed configuration for the whole series, with named profiles.
+
+`get_config()` picks a profile by argument or the ``TABLEQA_PROFILE`` environment variable and
+applies overrides (``tier_a.lr=1e-3`` style keys, or keyword arguments with ``__``). Every path
+the pipeline writes is derived from ``root`` and ``run_name``: notebooks never hard-code one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HUB_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
+HUB_DATASET = "AI-4-Everyone/Visual-TableQA"
+PIXEL_UNIT = 28 * 28  # one merged visual token covers a 28x28 pixel patch group
+
+SYSTEM_PROMPT = (
+    "You read tables from images. Answer the question using only what the table shows. "
+    "Reason step by step, briefly and precisely, and end with the final answer."
+)
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the field and the fix."""
+
+
+@dataclass
+class TierConfig:
+    """LoRA and optimisation settings of one training tier."""
+
+    r: int = 16  # LoRA rank
+    alpha: int = 8  # LoRA alpha (scale = alpha / r)
+    dropout: float = 0.05  # LoRA dropout
+    lr: float = 1e-4  # peak learning rate
+    epochs: float = 2.0  # passes over the training split
+    warmup: float = 0.07  # warmup as a fraction of all steps (passed as a float `warmup_steps`)
+    last_n_blocks: int = 4  # Tier B only: number of final vision blocks that get LoRA
+    include_merger: bool = False  # Tier B only: also put LoRA on the vision-language merger
+    seed_targets: bool = False  # Tier A only: reproduce the tutorial's (wrong) target names
+
+
+@dataclass
+class Config:
+    """Everything a run needs; see `PROFILES` for the defaults of each profile."""
+
+    profile: str = "full"  # name of the profile these values came from
+    root: Path = Path("runs")  # folder holding every run and the offline stand-ins
+    run_name: str = ""  # sub-folder of `root` for this run ("" -> the profile name)
+    model_id: str = HUB_MODEL  # hub id or local folder of the base model
+    dataset_id: str = HUB_DATASET  # hub id or local folder of the dataset
+    use_standins: bool = False  # build and use the tiny model and synthetic data (offline)
+    synth_sizes: tuple[int, int, int] = (100, 20, 20)  # synthetic train/validation/test rows
+    system_prompt: str = SYSTEM_PROMPT  # system turn of every chat, in training and inference
+    min_pixels: int = 256 * PIXEL_UNIT  # image pixel budget, lower bound (multiple of 28*28)
+    max_pixels: int = 2560 * PIXEL_UNIT  # image pixel budget, upper bound (multiple of 28*28)
+    max_length: int = 4096  # longest training sample in tokens; longer ones are dropped
+    train_limit: int | None = None  # use only the first N training rows (None: all)
+    eval_limit: int | None = None  # use only the first N validation rows
+    test_limit: int | None = None  # use only the first N test rows for inference
+    dtype: str = "bfloat16"  # model weights/compute dtype: bfloat16, float16 or float32
+    attn_implementation: str = "auto"  # "auto" (flash_attention_2 if usable, else sdpa), or a name
+    batch_size: int = 3  # per-device micro-batch for training
+    eval_batch_size: int = 4  # per-device batch for evaluation
+    grad_accum: int = 8  # micro-batches per optimizer step
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    scheduler: str = "cosine"  # transformers lr_scheduler_type
+    logging_steps: int = 20  # optimizer steps between loss logs
+    eval_steps: int = 100  # optimizer steps between evaluations (and checkpoints)
+    save_total_limit: int = 3  # checkpoints kept (the best one is always kept)
+    early_stopping_patience: int = 2  # evaluations without improvement before stopping
+    gradient_checkpointing: bool = True  # recompute activations to save memory
+    cache_vision: bool = True  # Tier A: compute the frozen vision tower once per image
+    vision_cache_gb: float = 8.0  # bound on the in-memory vision cache, in GiB
+    dataloader_workers: int = 2  # processes preparing batches
+    max_new_tokens: int = 384  # generation length cap (answers are 40-150 words)
+    gen_batch_size: int = 8  # samples per generate() call
+    seed: int = 42
+    tier_a: TierConfig = field(default_factory=TierConfig)
+    tier_b: TierConfig = field(default_factory=lambda: TierConfig(
+        r=8, alpha=32, dropout=0.1, lr=2e-5, epochs=1.0))
+
+    # ---- derived paths -------------------------------------------------------------
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.root) / (self.run_name or self.profile)
+
+    @property
+    def standin_dir(self) -> Path:
+        return Path(self.root) / "standins"
+
+    @property
+    def tier_a_dir(self) -> Path:
+        return self.run_dir / "tier_a"
+
+    @property
+    def merged_dir(self) -> Path:
+        return self.run_dir / "merged"
+
+    @property
+    def tier_b_dir(self) -> Path:
+        return self.run_dir / "tier_b"
+
+    @property
+    def predictions_dir(self) -> Path:
+        return self.run_dir / "predictions"
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.run_dir / "eval"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.run_dir / "cache"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["root"] = str(self.root)
+        return d
+
+    def validate(self) -> "Config":
+        """Raise ConfigError naming the first bad field; return self when all is well."""
+        if self.min_pixels % PIXEL_UNIT or self.max_pixels % PIXEL_UNIT:
+            raise ConfigError(f"min_pixels ({self.min_pixels}) and max_pixels ({self.max_pixels}) "
+                              f"must be multiples of 28*28={PIXEL_UNIT}")
+        if self.min_pixels > self.max_pixels:
+            raise ConfigError(f"min_pixels ({self.min_pixels}) is larger than max_pixels "
+                              f"({self.max_pixels})")
+        for name in ("tier_a", "tier_b"):
+            t = getattr(self, name)
+            if t.lr <= 0:
+                raise ConfigError(f"{name}.lr must be > 0, got {t.lr}")
+            if t.r <= 0:
+                raise ConfigError(f"{name}.r must be > 0, got {t.r}")
+            if not 0 <= t.dropout < 1:
+                raise ConfigError(f"{name}.dropout must be in [0, 1), got {t.dropout}")
+            if t.epochs <= 0:
+                raise ConfigError(f"{name}.epochs must be > 0, got {t.epochs}")
+        if self.tier_b.last_n_blocks < 1:
+            raise ConfigError(f"tier_b.last_n_blocks must be >= 1, got {self.tier_b.last_n_blocks}")
+        if self.dtype not in ("bfloat16", "float16", "float32"):
+            raise ConfigError(f"dtype must be bfloat16, float16 or float32, got {self.dtype!r}")
+        for name in ("batch_size", "eval_batch_size", "grad_accum", "max_length",
+                     "max_new_tokens", "gen_batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        return self
+
+
+def _tiny(**kw) -> Config:
+    """Stand-in model and synthetic data on a CPU: the whole series in minutes."""
+    return Config(
+        profile="tiny", use_standins=True, dtype="float32", attn_implementation="sdpa",
+        min_pixels=16 * PIXEL_UNIT, max_pixels=64 * PIXEL_UNIT, max_length=1024,
+        train_limit=48, eval_limit=8, test_limit=8, batch_size=4, eval_batch_size=4,
+        grad_accum=1, logging_steps=2, eval_steps=6, gradient_checkpointing=False,
+        dataloader_workers=0, max_new_tokens=48, gen_batch_size=4, vision_cache_gb=0.5,
+        tier_a=TierConfig(r=16, alpha=32, dropout=0.0, lr=5e-3, epochs=2.0),
+        tier_b=TierConfig(r=8, alpha=32, dropout=0.0, lr=2e-3, epochs=1.0),
+        **kw)
+
+
+def _full(**kw) -> Config:
+    """The real model and dataset with the tutorial's hyperparameters (a GPU with hub access)."""
+    return Config(profile="full", **kw)
+
+
+PROFILES = {"tiny": _tiny, "full": _full}
+
+
+def _coerce(value: Any, current: Any) -> Any:
+    """Turn a command-line string into the type of the field's current value."""
+    if not isinstance(value, str) or isinstance(current, str):
+        return value
+    text = value.strip()
+    if text.lower() in ("none", "null"):
+        return None
+    if isinstance(current, bool):
+        if text.lower() in ("1", "true", "yes", "on"):
+            return True
+        if text.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"expected a boolean, got {value!r}")
+    if isinstance(current, Path):
+        return Path(text)
+    if isinstance(current, tuple):
+        return tuple(int(x) for x in text.split(","))
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def apply_overrides(cfg: Config, overrides: dict[str, Any]) -> Config:
+    """Set fields by dotted (``tier_a.lr``) or dunder (``tier_a__lr``) keys; unknown keys raise."""
+    for key, value in overrides.items():
+        parts = key.replace("__", ".").split(".")
+        target = cfg
+        for part in parts[:-1]:
+            if not hasattr(target, part):
+                raise ConfigError(f"unknown config section {part!r} in {key!r}")
+            target = getattr(target, part)
+        name = parts[-1]
+        names = {f.name for f in dataclasses.fields(target)}
+        if name not in names:
+            raise ConfigError(f"unknown config field {key!r}; known: {', '.join(sorted(names))}")
+        try:
+            setattr(target, name, _coerce(value, getattr(target, name)))
+        except ValueError as e:
+            raise ConfigError(f"bad value for {key!r}: {e}") from None
+    return cfg
+
+
+def get_config(profile: str | None = None, overrides: dict[str, Any] | None = None,
+               **kwargs: Any) -> Config:
+    """Build the config of `profile` (default: $TABLEQA_PROFILE, else "tiny") with overrides.
+
+    ``$TABLEQA_ROOT`` sets the folder of runs (e.g. a Google Drive or /kaggle/working path).
+    """
+    name = profile or os.environ.get("TABLEQA_PROFILE") or "tiny"
+    if name not in PROFILES:
+        raise ConfigError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}")
+    cfg = PROFILES[name]()
+    if os.environ.get("TABLEQA_ROOT"):
+        cfg.root = Path(os.environ["TABLEQA_ROOT"])
+    apply_overrides(cfg, {**(overrides or {}), **kwargs})
+    if cfg.use_standins:
+        if cfg.model_id == HUB_MODEL:
+            cfg.model_id = str(cfg.standin_dir / "tiny-qwen2.5-vl")
+        if cfg.dataset_id == HUB_DATASET:
+            cfg.dataset_id = str(cfg.standin_dir / "synthetic-visual-tableqa")
+    return cfg.validate()

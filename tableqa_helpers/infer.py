@@ -1,0 +1,105 @@
+"""Batched, resumable greedy generation over a dataset split, written incrementally to JSONL."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from .config import Config, ConfigError
+from .io import append_jsonl, read_jsonl
+
+STAGES = ("base", "a", "merged", "b")
+
+
+def stage_model(cfg: Config, stage: str):
+    """The model of a stage: base, base + Tier A adapter, merged, merged + Tier B adapter."""
+    from .model import load_model, load_processor
+
+    if stage not in STAGES:
+        raise ConfigError(f"stage must be one of {', '.join(STAGES)}, got {stage!r}")
+    need = {"a": cfg.tier_a_dir / "adapter_config.json", "merged": cfg.merged_dir / "config.json",
+            "b": cfg.tier_b_dir / "adapter_config.json"}
+    for key in {"a": ["a"], "merged": ["merged"], "b": ["merged", "b"]}.get(stage, []):
+        if not need[key].exists():
+            raise ConfigError(f"stage {stage!r} needs {need[key]}, which is missing: run the "
+                              f"{'merge' if key == 'merged' else 'tier ' + key} stage first")
+    base = cfg.model_id if stage in ("base", "a") else cfg.merged_dir
+    adapter = {"a": cfg.tier_a_dir, "b": cfg.tier_b_dir}.get(stage)
+    return load_model(cfg, base, adapter=adapter), load_processor(cfg, base)
+
+
+def output_path(cfg: Config, stage: str, split: str) -> Path:
+    return cfg.predictions_dir / split / f"{stage}.jsonl"
+
+
+@torch.no_grad()
+def generate_batch(model, processor, batch: dict, max_new_tokens: int) -> tuple[list[str], list[int]]:
+    """Greedy decoding of a left-padded batch, stopping at <|im_end|>; texts and token counts."""
+    from .model import device
+
+    tok = processor.tokenizer
+    stop = [tok.convert_tokens_to_ids("<|im_end|>"), tok.pad_token_id]
+    batch = {k: v.to(device()) for k, v in batch.items()}
+    out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                         eos_token_id=stop, pad_token_id=tok.pad_token_id, use_cache=True,
+                         temperature=None, top_p=None, top_k=None)
+    new = out[:, batch["input_ids"].shape[1]:]
+    counts = []
+    for row in new.tolist():
+        n = next((i + 1 for i, t in enumerate(row) if t in stop), len(row))
+        counts.append(n)
+    texts = tok.batch_decode(new, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    return [t.strip() for t in texts], counts
+
+
+def predict(cfg: Config, stage: str, split: str = "test", limit: int | None = None,
+            model=None, processor=None, progress: bool = True) -> Path:
+    """Generate answers for a split with a stage's model; resume where an earlier run stopped.
+
+    Writes one JSON line per sample to `RUN/predictions/{split}/{stage}.jsonl` as soon as its
+    batch is done, so an interrupted run loses at most one batch.
+    """
+    from tqdm.auto import tqdm
+
+    from .collate import GenerationCollator
+    from .data import load_tableqa
+
+    rows = load_tableqa(cfg.dataset_id, split, limit=limit if limit is not None else cfg.test_limit)
+    out = output_path(cfg, stage, split)
+    done = {r["index"] for r in read_jsonl(out)}
+    _drop_torn_line(out)
+    todo = [i for i in range(len(rows)) if i not in done]
+    if not todo:
+        return out
+    if model is None:
+        model, processor = stage_model(cfg, stage)
+    collate = GenerationCollator(processor, cfg.system_prompt)
+    bar = tqdm(total=len(rows), initial=len(done), desc=f"predict {stage}/{split}",
+               disable=not progress)
+    for start in range(0, len(todo), cfg.gen_batch_size):
+        idx = todo[start:start + cfg.gen_batch_size]
+        samples = [rows[i] for i in idx]
+        t0 = time.perf_counter()
+        texts, counts = generate_batch(model, processor, collate(samples), cfg.max_new_tokens)
+        seconds = (time.perf_counter() - t0) / len(idx)
+        for i, s, text, n in zip(idx, samples, texts, counts):
+            row = {"index": i, "table_id": s["table_id"], "question": s["question"],
+                   "reference": s["answer"], "prediction": text, "stage": stage,
+                   "tokens": n, "seconds": round(seconds, 4)}
+            for extra in ("final_answer", "question_type"):
+                if extra in s:
+                    row[extra] = s[extra]
+            append_jsonl(out, row)
+        bar.update(len(idx))
+    bar.close()
+    return out
+
+
+def _drop_torn_line(path: Path) -> None:
+    """Cut a half-written last line (left by a kill mid-write) so appends start cleanly."""
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        path.write_bytes(data[: data.rfind(b"\n") + 1])

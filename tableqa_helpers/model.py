@@ -1,0 +1,73 @@
+"""Loading the model and processor the same way for the real checkpoint and the stand-in."""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import torch
+
+from .config import Config
+
+
+def device() -> torch.device:
+    """The accelerator if there is one, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def torch_dtype(cfg: Config) -> torch.dtype:
+    """The config's dtype, falling back to float16 where the GPU lacks bf16 and to fp32 on a CPU."""
+    want = getattr(torch, cfg.dtype)
+    if not torch.cuda.is_available():
+        return torch.float32 if want == torch.float16 else want
+    if want == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return want
+
+
+@functools.lru_cache(maxsize=None)
+def flash_attn_usable() -> bool:
+    """True when flash-attn imports and the GPU is Ampere or newer."""
+    if not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] < 8:
+        return False
+    try:
+        import flash_attn  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def attention_backend(cfg: Config) -> str:
+    """The attention implementation to use: the config's, or flash-attn if usable, else SDPA."""
+    if cfg.attn_implementation != "auto":
+        return cfg.attn_implementation
+    return "flash_attention_2" if flash_attn_usable() else "sdpa"
+
+
+def load_processor(cfg: Config, path: str | Path | None = None):
+    """AutoProcessor with the config's pixel budget (min/max pixels)."""
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(
+        str(path or cfg.model_id),
+        size={"shortest_edge": cfg.min_pixels, "longest_edge": cfg.max_pixels})
+
+
+def load_model(cfg: Config, path: str | Path | None = None, adapter: str | Path | None = None,
+               trainable: bool = False):
+    """Qwen2.5-VL from `path` (default: the config's model) in the config's dtype, on the device.
+
+    With `adapter`, a saved PEFT adapter is attached (frozen unless `trainable`).
+    """
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
+        str(path or cfg.model_id), dtype=torch_dtype(cfg),
+        attn_implementation=attention_backend(cfg), use_safetensors=True,
+        device_map={"": str(device())} if torch.cuda.is_available() else None)
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter), is_trainable=trainable)
+    if not trainable:
+        model.eval()
+    return model
