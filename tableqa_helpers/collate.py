@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from .data import DataError, to_messages, to_rgb
+from .data import DataError, control_tokens, escape_control_text, to_messages, to_rgb
 
 IGNORE = -100
 
@@ -39,20 +39,26 @@ def visual_tokens(processor, width: int, height: int) -> int:
     return (h // factor) * (w // factor)
 
 
-def count_tokens(processor, sample: dict, system_prompt: str) -> dict:
-    """Visual, text and total tokens of a training sample, without decoding the image pixels."""
+def count_tokens(processor, sample: dict, system_prompt: str,
+                 size: tuple[int, int] | None = None) -> dict:
+    """Visual, text and total tokens of a training sample, without decoding the image pixels.
+
+    `size`: the image's (width, height) when known (then `sample["image"]` is not read).
+    """
     from PIL import Image
 
-    from .data import escape_control_text
-
-    image = sample["image"]
-    width, height = image.size if isinstance(image, Image.Image) else to_rgb(image).size
+    image = sample.get("image")
+    if size is not None:
+        width, height = size
+    else:
+        width, height = image.size if isinstance(image, Image.Image) else to_rgb(image).size
+    tok = processor.tokenizer
+    tokens = control_tokens(tok)
     messages = [{"role": "system", "content": [{"type": "text", "text": system_prompt}]},
                 {"role": "user", "content": [{"type": "image"}, {"type": "text",
-                 "text": escape_control_text(sample["question"])}]}]
-    tok = processor.tokenizer
+                 "text": escape_control_text(sample["question"], tokens)}]}]
     prompt = len(tok(prompt_text(processor, messages), add_special_tokens=False)["input_ids"])
-    answer = len(tok(escape_control_text(sample["answer"]), add_special_tokens=False)["input_ids"])
+    answer = len(tok(escape_control_text(sample["answer"], tokens), add_special_tokens=False)["input_ids"])
     vis = visual_tokens(processor, width, height)
     text = prompt - 1 + answer + 2  # the one <|image_pad|> becomes `vis` tokens; <|im_end|> + newline
     return {"visual": vis, "text": text, "total": vis + text}
@@ -72,13 +78,14 @@ class TrainCollator:
         self.system_prompt = system_prompt
         self.max_length = max_length
         tok = processor.tokenizer
+        self.tokens = control_tokens(tok)  # texts escaped in questions and answers
         self.pad_id = tok.pad_token_id
         self.end_ids = tok.convert_tokens_to_ids(["<|im_end|>"]) + \
             tok("\n", add_special_tokens=False)["input_ids"]
 
     def encode(self, sample: dict) -> dict:
         """One sample: prompt through the processor, answer appended, labels on the answer only."""
-        messages = to_messages(sample, self.system_prompt, with_answer=True)
+        messages = to_messages(sample, self.system_prompt, with_answer=True, tokens=self.tokens)
         image = messages[1]["content"][0]["image"]
         enc = self.processor(text=[prompt_text(self.processor, messages[:2])], images=[image],
                              return_tensors="pt")
@@ -146,8 +153,9 @@ class GenerationCollator:
 
     def __call__(self, samples: list[dict]) -> dict:
         encoded = []
+        tokens = control_tokens(self.processor.tokenizer)
         for s in samples:
-            messages = to_messages(s, self.system_prompt, with_answer=False)
+            messages = to_messages(s, self.system_prompt, with_answer=False, tokens=tokens)
             enc = self.processor(text=[prompt_text(self.processor, messages)],
                                  images=[messages[1]["content"][0]["image"]], return_tensors="pt")
             encoded.append({"input_ids": enc["input_ids"][0], "pixel_values": enc["pixel_values"],

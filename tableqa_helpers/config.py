@@ -7,6 +7,7 @@ the pipeline writes is derived from ``root`` and ``run_name``: notebooks never h
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,25 @@ SYSTEM_PROMPT = (
     "You read tables from images. Answer the question using only what the table shows. "
     "Reason step by step, briefly and precisely, and end with the final answer."
 )
+
+
+# Problems the dataset check (`checks.py`) finds, each with its own policy in `Config.data_policy`.
+DATA_PROBLEMS = {
+    "missing_field": "table_id, image, question or answer is missing, None or blank",
+    "image_undecodable": "the image does not decode (zero bytes, truncated, not an image format)",
+    "image_too_small": "a side of the image is shorter than 28 px (one merged patch)",
+    "image_aspect_ratio": "long side / short side > 200 (Qwen's smart_resize refuses it)",
+    "image_too_large": "more pixels than PIL's decompression-bomb limit (never decoded)",
+    "too_long": "the sample has more tokens than max_length",
+    "duplicate_table_id": "a table_id seen earlier in the same split (the first row is kept)",
+    "split_leak_table_id": "the table_id also appears in a later-evaluated split (test > validation > train)",
+    "split_leak_image": "the same image pixels also appear in a later-evaluated split",
+}
+# "skip": drop the row and report it; "stop": report it and refuse to train; "keep": report it
+# and keep the row (only for the relational problems, where the row itself is usable).
+POLICIES = ("skip", "stop", "keep")
+KEEPABLE = ("duplicate_table_id", "split_leak_table_id", "split_leak_image")
+HUB_VISION_DEPTH = 32  # vision blocks of Qwen2.5-VL-7B, for validating tier_b.last_n_blocks offline
 
 
 class ConfigError(ValueError):
@@ -74,10 +94,15 @@ class Config:
     gradient_checkpointing: bool = True  # recompute activations to save memory
     cache_vision: bool = True  # Tier A: compute the frozen vision tower once per image
     vision_cache_gb: float = 8.0  # bound on the in-memory vision cache, in GiB
+    vision_cache_disk_gb: float = 0.0  # Tier A: vision cache on disk (RUN/cache/vision), GiB; 0: off
+    vision_attention: str = "grouped"  # SDPA vision windows: "grouped" (fast.py) or "stock"
+    gpu: str = "manual"  # batch preset (fast.GPU_PRESETS): manual (fields as set), auto, 80gb...
     dataloader_workers: int = 2  # processes preparing batches
     max_new_tokens: int = 384  # generation length cap (answers are 40-150 words)
     gen_batch_size: int = 8  # samples per generate() call
     seed: int = 42
+    data_policy: dict[str, str] = field(  # problem kind (see DATA_PROBLEMS) -> skip | stop | keep
+        default_factory=lambda: {kind: "skip" for kind in DATA_PROBLEMS})
     tier_a: TierConfig = field(default_factory=TierConfig)
     tier_b: TierConfig = field(default_factory=lambda: TierConfig(
         r=8, alpha=32, dropout=0.1, lr=2e-5, epochs=1.0))
@@ -121,7 +146,15 @@ class Config:
         return d
 
     def validate(self) -> "Config":
-        """Raise ConfigError naming the first bad field; return self when all is well."""
+        """Raise ConfigError naming the first bad field; return self when all is well.
+
+        Checks values only, plus two cheap look-ups that create nothing: the run folder can be
+        created or written, and `tier_b.last_n_blocks` fits the vision tower when the model's
+        config is on disk (or the model is the hub 7B).
+        """
+        if self.min_pixels <= 0 or self.max_pixels <= 0:
+            raise ConfigError(f"min_pixels ({self.min_pixels}) and max_pixels ({self.max_pixels}) "
+                              f"must be > 0")
         if self.min_pixels % PIXEL_UNIT or self.max_pixels % PIXEL_UNIT:
             raise ConfigError(f"min_pixels ({self.min_pixels}) and max_pixels ({self.max_pixels}) "
                               f"must be multiples of 28*28={PIXEL_UNIT}")
@@ -146,7 +179,78 @@ class Config:
                      "max_new_tokens", "gen_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        depth = vision_depth(self.model_id)
+        if depth is not None and self.tier_b.last_n_blocks > depth:
+            raise ConfigError(f"tier_b.last_n_blocks={self.tier_b.last_n_blocks} but the vision tower "
+                              f"of {self.model_id} has only {depth} blocks; choose 1..{depth}")
+        self._validate_policy()
+        check_writable(self.run_dir)
         return self
+
+    def _validate_policy(self) -> None:
+        if not isinstance(self.data_policy, dict):
+            raise ConfigError(f"data_policy must be a dict of problem -> policy, got "
+                              f"{type(self.data_policy).__name__}")
+        for kind, policy in self.data_policy.items():
+            if kind not in DATA_PROBLEMS:
+                raise ConfigError(f"data_policy: unknown problem {kind!r}; known: "
+                                  f"{', '.join(DATA_PROBLEMS)}")
+            if policy not in POLICIES:
+                raise ConfigError(f"data_policy.{kind} must be one of {', '.join(POLICIES)}, "
+                                  f"got {policy!r}")
+            if policy == "keep" and kind not in KEEPABLE:
+                raise ConfigError(f"data_policy.{kind}='keep' would let training meet a sample it "
+                                  f"cannot use; 'keep' is only for {', '.join(KEEPABLE)}")
+        for kind in DATA_PROBLEMS:  # a partial dict means "skip" for the others
+            self.data_policy.setdefault(kind, "skip")
+
+
+def vision_depth(model_id: str | Path) -> int | None:
+    """Number of vision blocks of a local model folder (its config.json), 32 for the hub 7B, else None."""
+    path = Path(model_id) / "config.json"
+    if path.is_file():
+        try:
+            return int(json.loads(path.read_text(encoding="utf-8"))["vision_config"]["depth"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+    return HUB_VISION_DEPTH if str(model_id) == HUB_MODEL else None
+
+
+def check_writable(folder: str | Path) -> Path:
+    """Raise ConfigError unless `folder` exists and is writable or can be created (creates nothing)."""
+    folder = Path(folder)
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    fix = "choose another folder with --set root=... or $TABLEQA_ROOT"
+    if not probe.is_dir():
+        raise ConfigError(f"run folder {folder} cannot be created: {probe} is a file, not a folder; {fix}")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"run folder {folder} is not writable ({probe} is read-only); {fix}")
+    return folder
+
+
+def require_saved(folder: str | Path, kind: str, hint: str) -> Path:
+    """Raise ConfigError unless `folder` holds a complete saved `kind` ("adapter" or "model").
+
+    Weights must be safetensors (pickled ``.bin``/``.pt`` files are refused: loading them can
+    run code). `hint` says how to produce the folder (e.g. "train tier a (notebook 02) first").
+    """
+    from .io import recover_dir
+
+    folder = Path(folder)
+    recover_dir(folder)  # a kill between the two renames of atomic_dir left only ".NAME.old"
+    config = "adapter_config.json" if kind == "adapter" else "config.json"
+    weights = (["adapter_model.safetensors"] if kind == "adapter"
+               else ["model.safetensors", "model.safetensors.index.json"])
+    if not (folder / config).is_file():
+        raise ConfigError(f"no {kind} in {folder} ({config} is missing): {hint}")
+    if not any((folder / w).is_file() for w in weights):
+        pickled = sorted(p.name for p in folder.glob("*") if p.suffix in (".bin", ".pt", ".pth", ".pkl"))
+        found = f"; found only pickled weights {', '.join(pickled)}, which are refused (they can run " \
+                f"code when loaded): re-save with safe_serialization=True" if pickled else ""
+        raise ConfigError(f"the {kind} in {folder} has no {' or '.join(weights)}{found}; {hint}")
+    return folder
 
 
 def _tiny(**kw) -> Config:
@@ -164,7 +268,7 @@ def _tiny(**kw) -> Config:
 
 def _full(**kw) -> Config:
     """The real model and dataset with the tutorial's hyperparameters (a GPU with hub access)."""
-    return Config(profile="full", **kw)
+    return Config(profile="full", **{"gpu": "auto", "dataloader_workers": 4, **kw})
 
 
 PROFILES = {"tiny": _tiny, "full": _full}
@@ -205,6 +309,9 @@ def apply_overrides(cfg: Config, overrides: dict[str, Any]) -> Config:
                 raise ConfigError(f"unknown config section {part!r} in {key!r}")
             target = getattr(target, part)
         name = parts[-1]
+        if isinstance(target, dict):  # data_policy.too_long=stop (checked by validate)
+            target[name] = value.strip() if isinstance(value, str) else value
+            continue
         names = {f.name for f in dataclasses.fields(target)}
         if name not in names:
             raise ConfigError(f"unknown config field {key!r}; known: {', '.join(sorted(names))}")

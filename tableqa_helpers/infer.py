@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from .config import Config, ConfigError
+from .config import Config, ConfigError, require_saved
 from .io import append_jsonl, read_jsonl
 
 STAGES = ("base", "a", "merged", "b")
@@ -18,12 +18,12 @@ def stage_model(cfg: Config, stage: str):
 
     if stage not in STAGES:
         raise ConfigError(f"stage must be one of {', '.join(STAGES)}, got {stage!r}")
-    need = {"a": cfg.tier_a_dir / "adapter_config.json", "merged": cfg.merged_dir / "config.json",
-            "b": cfg.tier_b_dir / "adapter_config.json"}
+    need = {"a": (cfg.tier_a_dir, "adapter", "train tier a (notebook 02) first"),
+            "merged": (cfg.merged_dir, "model", "run `merge` (notebook 03) first"),
+            "b": (cfg.tier_b_dir, "adapter", "train tier b (notebook 04) first")}
     for key in {"a": ["a"], "merged": ["merged"], "b": ["merged", "b"]}.get(stage, []):
-        if not need[key].exists():
-            raise ConfigError(f"stage {stage!r} needs {need[key]}, which is missing: run the "
-                              f"{'merge' if key == 'merged' else 'tier ' + key} stage first")
+        folder, kind, hint = need[key]
+        require_saved(folder, kind, f"stage {stage!r} needs it: {hint}")
     base = cfg.model_id if stage in ("base", "a") else cfg.merged_dir
     adapter = {"a": cfg.tier_a_dir, "b": cfg.tier_b_dir}.get(stage)
     return load_model(cfg, base, adapter=adapter), load_processor(cfg, base)
@@ -77,8 +77,11 @@ def predict(cfg: Config, stage: str, split: str = "test", limit: int | None = No
     collate = GenerationCollator(processor, cfg.system_prompt)
     bar = tqdm(total=len(rows), initial=len(done), desc=f"predict {stage}/{split}",
                disable=not progress)
-    for start in range(0, len(todo), cfg.gen_batch_size):
-        idx = todo[start:start + cfg.gen_batch_size]
+    from .fast import gpu_preset
+
+    per_call = gpu_preset(cfg)["gen_batch_size"]  # cfg.gen_batch_size unless a GPU preset is on
+    for start in range(0, len(todo), per_call):
+        idx = todo[start:start + per_call]
         samples = [rows[i] for i in idx]
         t0 = time.perf_counter()
         texts, counts = generate_batch(model, processor, collate(samples), cfg.max_new_tokens)

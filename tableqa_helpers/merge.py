@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .config import Config, ConfigError
+from .config import Config, require_saved
 from .io import atomic_dir, atomic_write_json
 
 # Largest relative logit difference (max |merged - adapter| / max |adapter|) accepted per dtype:
@@ -40,8 +40,7 @@ def merge_tier_a(cfg: Config) -> dict:
     """
     from .model import device, load_model, load_processor
 
-    if not (cfg.tier_a_dir / "adapter_config.json").exists():
-        raise ConfigError(f"no Tier A adapter in {cfg.tier_a_dir}: train tier a (notebook 02) first")
+    require_saved(cfg.tier_a_dir, "adapter", "train tier a (notebook 02) first")
     processor = load_processor(cfg, cfg.tier_a_dir)
     model = load_model(cfg, cfg.model_id, adapter=cfg.tier_a_dir)
     batch = {k: v.to(device()) for k, v in verification_batch(cfg, processor).items()}

@@ -43,6 +43,24 @@ def attention_backend(cfg: Config) -> str:
     return "flash_attention_2" if flash_attn_usable() else "sdpa"
 
 
+def speed_up(model, cfg: Config, backend: str | None = None):
+    """Apply the math-preserving speed-ups of `fast` that the config asks for; returns `model`.
+
+    With SDPA (no flash-attn) and ``cfg.vision_attention == "grouped"``, the vision tower's
+    windowed attention runs one SDPA call per window length instead of one per window
+    (`fast.use_grouped_vision_attention`; installed on this model instance only).
+    """
+    from .config import ConfigError
+    from .fast import use_grouped_vision_attention
+
+    if cfg.vision_attention not in ("grouped", "stock"):
+        raise ConfigError(f"vision_attention must be 'grouped' or 'stock', got {cfg.vision_attention!r}")
+    backend = backend or attention_backend(cfg)
+    if cfg.vision_attention == "grouped" and backend == "sdpa":
+        use_grouped_vision_attention(model)
+    return model
+
+
 def load_processor(cfg: Config, path: str | Path | None = None):
     """AutoProcessor with the config's pixel budget (min/max pixels)."""
     from transformers import AutoProcessor
@@ -60,10 +78,12 @@ def load_model(cfg: Config, path: str | Path | None = None, adapter: str | Path 
     """
     from transformers import Qwen2_5_VLForConditionalGeneration
 
+    backend = attention_backend(cfg)
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
         str(path or cfg.model_id), dtype=torch_dtype(cfg),
-        attn_implementation=attention_backend(cfg), use_safetensors=True,
+        attn_implementation=backend, use_safetensors=True,
         device_map={"": str(device())} if torch.cuda.is_available() else None)
+    speed_up(model, cfg, backend)
     if adapter is not None:
         from peft import PeftModel
 

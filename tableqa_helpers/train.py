@@ -1,4 +1,4 @@
-"""Training a tier with transformers' Trainer.
+"""Training a tier with transformers' Trainer, fast by default, same math as the plain step.
 
 transformers' `Trainer` is used rather than TRL's `SFTTrainer`: with vision-language data TRL's
 own tokenization, packing and `assistant_only_loss` cannot be used (they raise or truncate image
@@ -6,15 +6,30 @@ tokens), so SFTTrainer would only add `enable_input_require_grads` (which makes 
 vision tower build a graph and backpropagate) and a processor look-up by model name.
 
 `TableQATrainer.compute_loss` computes exactly the model's own loss (mean cross-entropy over the
-labelled tokens of the micro-batch) with two savings that do not change the math:
+labelled tokens of the micro-batch, `model(**batch).loss`) with savings that do not change the
+math (`tests/test_fast.py` compares loss and gradients with the plain step):
 - the language-model head runs only on labelled positions (not on ~2,700 x 152k logits);
-- when the vision tower is frozen (Tier A), its blocks run without autograd and their output
-  (before the trainable merger) is kept in a bounded in-memory cache keyed by image content and
-  pixel budget, so each image's vision work is done once across epochs and evaluations.
+- when the vision tower is frozen (Tier A), its blocks run under `no_grad` (no graph, no
+  recompute, no backward) and their output before the trainable merger is kept in a bounded
+  `VisionCache` keyed by image content and pixel budget, so each image's vision work is done
+  once across epochs and evaluations. At the 7B shape that output is ~25 MB per image (bf16):
+  the default 8 GiB in memory holds ~330 images, far from the 6,590 of an epoch, so on the
+  full dataset set ``vision_cache_gb`` to what your RAM allows and/or ``vision_cache_disk_gb``
+  (files under RUN/cache/vision/<model fingerprint>; ~165 GB for the whole train split);
+- the vision tower's windowed attention runs grouped (`fast.py`) when flash-attn is absent;
+- gradient checkpointing is enabled by us, without `enable_input_require_grads` (non-reentrant
+  checkpointing does not need it), and only where the GPU preset says memory needs it.
+
+Batch settings come from `fast.gpu_preset` (``cfg.gpu``; "auto" picks by the card's memory, the
+global batch stays 24). The loss of a micro-batch is its labelled-token mean and the Trainer
+averages micro-batches, as in the tutorial (whose per-micro-batch means are over 3 samples).
 """
 from __future__ import annotations
 
+import hashlib
+import inspect
 import json
+import os
 from collections import OrderedDict
 from pathlib import Path
 
@@ -40,24 +55,48 @@ class _GroupPatches(nn.Module):
 
 
 class VisionCache:
-    """Frozen vision-block outputs per image, least recently used first out, bounded in bytes."""
+    """Frozen vision-block outputs per image: an LRU in memory bounded in bytes, and optionally
+    a second tier of files on disk (bounded too; files written atomically, kept across runs).
 
-    def __init__(self, max_bytes: int):
+    `disk_dir` must be specific to the vision weights (see `model_fingerprint`): a key names the
+    image and pixel budget only.
+    """
+
+    def __init__(self, max_bytes: int, disk_dir: str | Path | None = None, disk_max_bytes: int = 0):
         self.max_bytes = max_bytes
         self.items: OrderedDict[str, torch.Tensor] = OrderedDict()
         self.bytes = 0
-        self.hits = self.misses = 0
+        self.hits = self.misses = self.disk_hits = 0
+        self.disk_dir = Path(disk_dir) if disk_dir and disk_max_bytes > 0 else None
+        self.disk_max_bytes = disk_max_bytes
+        self.disk_bytes = 0
+        if self.disk_dir is not None:
+            self.disk_dir.mkdir(parents=True, exist_ok=True)
+            self.disk_bytes = sum(f.stat().st_size for f in self.disk_dir.glob("*.pt"))
+
+    def _file(self, key: str) -> Path:
+        return self.disk_dir / f"{key}.pt"
 
     def get(self, key: str):
         t = self.items.get(key)
         if t is not None:
             self.items.move_to_end(key)
             self.hits += 1
-        else:
-            self.misses += 1
-        return t
+            return t
+        if self.disk_dir is not None and self._file(key).exists():
+            try:
+                t = torch.load(self._file(key), map_location="cpu", weights_only=True)
+            except Exception:  # a torn or foreign file: recompute
+                t = None
+            if t is not None:
+                self.hits += 1
+                self.disk_hits += 1
+                self._remember(key, t)
+                return t
+        self.misses += 1
+        return None
 
-    def put(self, key: str, t: torch.Tensor) -> None:
+    def _remember(self, key: str, t: torch.Tensor) -> None:
         size = t.numel() * t.element_size()
         if size > self.max_bytes or key in self.items:
             return
@@ -67,11 +106,41 @@ class VisionCache:
         self.items[key] = t
         self.bytes += size
 
+    def put(self, key: str, t: torch.Tensor) -> None:
+        self._remember(key, t)
+        if self.disk_dir is None:
+            return
+        path = self._file(key)
+        size = t.numel() * t.element_size()
+        if path.exists() or self.disk_bytes + size > self.disk_max_bytes:
+            return
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        torch.save(t.contiguous(), tmp)
+        os.replace(tmp, path)
+        self.disk_bytes += path.stat().st_size
+
+    def stats(self) -> dict:
+        return {"hits": self.hits, "misses": self.misses, "disk_hits": self.disk_hits,
+                "items": len(self.items), "gib": round(self.bytes / 2 ** 30, 2),
+                "disk_gib": round(self.disk_bytes / 2 ** 30, 2)}
+
+
+def model_fingerprint(model) -> str:
+    """A short hash of the vision tower's weights (samples of its first and last layers)."""
+    visual = _inner(model).model.visual
+    h = hashlib.sha256()
+    for t in (visual.patch_embed.proj.weight, visual.blocks[-1].mlp.down_proj.weight):
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.detach().reshape(-1)[:65536].float().cpu().numpy().tobytes())
+    h.update(str(visual.dtype).encode())
+    return h.hexdigest()[:16]
+
 
 def vision_frozen(model) -> bool:
     """True when nothing in the vision tower before the merger is trainable."""
-    return not any(p.requires_grad for n, p in model.named_parameters()
-                   if ".visual." in n and ".merger." not in n)
+    visual = _inner(model).model.visual
+    return not any(p.requires_grad for n, p in visual.named_parameters()
+                   if not n.startswith("merger."))
 
 
 def grouped_vision_features(visual, pixel_values, grid_thw) -> list[torch.Tensor]:
@@ -100,21 +169,54 @@ def _inner(model):
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
+def _takes_encoder_outputs(base) -> bool:
+    return "mm_encoder_outputs" in inspect.signature(base.forward).parameters
+
+
+def forward_with_image_embeds(base, inputs: dict, image_embeds: list[torch.Tensor],
+                              use_argument: bool | None = None):
+    """`Qwen2_5_VLModel.forward` with the merged image embeddings given instead of pixels.
+
+    transformers >= 5.2x takes them as ``mm_encoder_outputs``; older 5.x releases do not, and
+    there `get_image_features` is shadowed on this instance for the one call (same result: the
+    model scatters them into the image-token positions and builds the 3D positions as usual).
+    """
+    from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+    given = BaseModelOutputWithPooling(pooler_output=tuple(image_embeds))
+    if use_argument is None:
+        use_argument = _takes_encoder_outputs(base)
+    if use_argument:
+        return base(**inputs, mm_encoder_outputs={"image": given}, use_cache=False)
+
+    def get_image_features(pixel_values, image_grid_thw=None, **kwargs):
+        return given
+
+    base.get_image_features = get_image_features
+    try:
+        placeholder = torch.empty(0, device=image_embeds[0].device)
+        return base(**inputs, pixel_values=placeholder, use_cache=False)
+    finally:
+        del base.get_image_features
+
+
 def fast_loss(model, inputs: dict, cache: VisionCache | None = None) -> torch.Tensor:
     """The model's loss on a batch, computed with the savings described in the module doc."""
     inputs = dict(inputs)
     labels = inputs.pop("labels")
     keys = inputs.pop("image_keys", None)
+    inputs.pop("length", None)
     net = _inner(model)
     visual = net.model.visual
-    if vision_frozen(model) and inputs.get("pixel_values") is not None:
+    if inputs.get("pixel_values") is not None and vision_frozen(model):
         pixel_values, grid = inputs.pop("pixel_values"), inputs["image_grid_thw"]
         groups = _cached_groups(visual, pixel_values, grid, keys, cache)
-        merged = [visual.merger(g.to(pixel_values.device, visual.dtype).reshape(
-            -1, visual.merger.hidden_size // visual.spatial_merge_size ** 2)) for g in groups]
-        from transformers.modeling_outputs import BaseModelOutputWithPooling
-        inputs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=merged)}
-    out = net.model(**inputs, use_cache=False)
+        width = visual.merger.hidden_size // visual.spatial_merge_size ** 2
+        merged = [visual.merger(g.to(pixel_values.device, visual.dtype, non_blocking=True)
+                                .reshape(-1, width)) for g in groups]
+        out = forward_with_image_embeds(net.model, inputs, merged)
+    else:
+        out = net.model(**inputs, use_cache=False)
     return labelled_loss(out.last_hidden_state, labels, net.lm_head)
 
 
@@ -151,6 +253,29 @@ def _trainer_class():
     return TableQATrainer
 
 
+def enable_checkpointing(model, enable: bool = True) -> None:
+    """Non-reentrant activation checkpointing of every decoder/vision block, or none.
+
+    transformers' own `gradient_checkpointing_enable` also calls `enable_input_require_grads`,
+    which makes the vision tower's first output require grad, so a frozen tower builds a graph
+    and backpropagates for nothing; non-reentrant checkpointing does not need it, so the hook is
+    removed again.
+    """
+    net = _inner(model)
+    new_api = hasattr(net, "activation_checkpointing_enable")  # transformers >= 5.2x
+    if not enable:
+        on = net.is_activation_checkpointing if new_api else net.is_gradient_checkpointing
+        if on:
+            (net.activation_checkpointing_disable if new_api else net.gradient_checkpointing_disable)()
+        return
+    kwargs = {"use_reentrant": False}
+    if new_api:
+        net.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        net.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    if hasattr(net, "disable_input_require_grads"):
+        net.disable_input_require_grads()
+
 # ---- the stage -------------------------------------------------------------------------------
 def stage_paths(cfg: Config, tier: str) -> dict[str, Path]:
     """Input model, output adapter, checkpoints and log of a tier, all under the run folder."""
@@ -163,28 +288,96 @@ def stage_paths(cfg: Config, tier: str) -> dict[str, Path]:
 
 
 def filter_long(ds, processor, cfg: Config, where: str = "train"):
-    """Drop samples longer than `cfg.max_length` (never truncated through image tokens)."""
-    keep = [i for i, row in enumerate(ds.select_columns(["image", "question", "answer"]))
-            if count_tokens(processor, row, cfg.system_prompt)["total"] <= cfg.max_length]
+    """Drop samples longer than `cfg.max_length` (never truncated through image tokens).
+
+    The kept rows get a ``length`` column (tokens), used to group batches by length.
+    """
+    totals = [count_tokens(processor, row, cfg.system_prompt)["total"]
+              for row in ds.select_columns(["image", "question", "answer"])]
+    keep = [i for i, n in enumerate(totals) if n <= cfg.max_length]
     dropped = len(ds) - len(keep)
     if dropped:
         print(f"{where}: dropped {dropped} of {len(ds)} samples longer than max_length="
               f"{cfg.max_length} tokens")
-    return ds.select(keep)
+    out = ds.select(keep)
+    if "length" not in out.column_names:
+        out = out.add_column("length", [totals[i] for i in keep])
+    return out
+
+
+def make_trainer(model, processor, cfg: Config, tier: str, train_ds, eval_ds=None,
+                 output_dir: str | Path | None = None, callbacks: list | None = None,
+                 **overrides):
+    """A configured TableQATrainer around an already wrapped (`apply_tier_*`) model.
+
+    Batch settings from `fast.gpu_preset(cfg, tier)`; `overrides` are extra TrainingArguments
+    (e.g. ``max_steps``). Gradient checkpointing is set on the model here, not by the Trainer.
+    """
+    from transformers import EarlyStoppingCallback, TrainingArguments
+
+    from .fast import gpu_preset
+    from .model import torch_dtype
+
+    tier_cfg = cfg.tier_a if tier == "a" else cfg.tier_b
+    preset = gpu_preset(cfg, tier)
+    dtype = torch_dtype(cfg)
+    cuda = torch.cuda.is_available()
+    workers = cfg.dataloader_workers
+    lengths = hasattr(train_ds, "column_names") and "length" in train_ds.column_names
+    evaluate = eval_ds is not None
+    args = dict(
+        output_dir=str(output_dir or stage_paths(cfg, tier)["checkpoints"]),
+        num_train_epochs=tier_cfg.epochs,
+        per_device_train_batch_size=preset["batch_size"],
+        per_device_eval_batch_size=preset["eval_batch_size"],
+        gradient_accumulation_steps=preset["grad_accum"], learning_rate=tier_cfg.lr,
+        lr_scheduler_type=cfg.scheduler, warmup_steps=tier_cfg.warmup,  # a float is a fraction
+        weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
+        bf16=cuda and dtype == torch.bfloat16, fp16=cuda and dtype == torch.float16,
+        logging_steps=cfg.logging_steps,
+        eval_strategy="steps" if evaluate else "no", eval_steps=cfg.eval_steps,
+        save_strategy="steps" if evaluate else "no", save_steps=cfg.eval_steps,
+        save_total_limit=cfg.save_total_limit, load_best_model_at_end=evaluate,
+        metric_for_best_model="eval_loss", greater_is_better=False,
+        remove_unused_columns=False, label_names=["labels"], prediction_loss_only=True,
+        dataloader_num_workers=workers, dataloader_pin_memory=cuda,
+        dataloader_persistent_workers=workers > 0,
+        report_to=[], seed=cfg.seed, data_seed=cfg.seed, disable_tqdm=False)
+    if workers > 0:
+        args["dataloader_prefetch_factor"] = 2
+    if preset["batch_size"] > 1 and lengths:
+        args["train_sampling_strategy"] = "group_by_length"  # less padding within a micro-batch
+    args.update(overrides)
+    # checkpointing is set on the model, not through TrainingArguments (no input-grad hooks)
+    enable_checkpointing(model, preset["gradient_checkpointing"])
+    _inner(model).config.use_cache = False
+    use_cache = tier == "a" and cfg.cache_vision and vision_frozen(model)
+    collator = TrainCollator(processor, cfg.system_prompt, cfg.max_length, image_keys=use_cache)
+    if callbacks is None:
+        callbacks = [EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience)] \
+            if evaluate else []
+    trainer = _trainer_class()(
+        model=model, args=TrainingArguments(**args), train_dataset=train_ds,
+        eval_dataset=eval_ds, data_collator=collator, processing_class=processor,
+        callbacks=callbacks)
+    if use_cache:
+        disk = cfg.cache_dir / "vision" / model_fingerprint(model) \
+            if cfg.vision_cache_disk_gb > 0 else None
+        trainer.vision_cache = VisionCache(int(cfg.vision_cache_gb * 2 ** 30), disk,
+                                           int(cfg.vision_cache_disk_gb * 2 ** 30))
+    trainer.gpu_preset = preset
+    return trainer
 
 
 def build_trainer(cfg: Config, tier: str, train_ds=None, eval_ds=None):
     """Model with the tier's adapter, data and a configured TableQATrainer, ready to `train()`."""
-    from transformers import EarlyStoppingCallback, TrainingArguments
-
-    from .model import load_model, load_processor, torch_dtype
+    from .model import load_model, load_processor
     from .tiers import apply_tier_a, apply_tier_b
 
     paths = stage_paths(cfg, tier)
     if tier == "b" and not (paths["base"] / "config.json").exists():
         raise ConfigError(f"Tier B trains on the merged model, but {paths['base']} has none: "
                           f"run `merge` (notebook 03) first")
-    tier_cfg = cfg.tier_a if tier == "a" else cfg.tier_b
     processor = load_processor(cfg, paths["base"])
     model = load_model(cfg, paths["base"], trainable=True)
     model.config.use_cache = False
@@ -196,32 +389,8 @@ def build_trainer(cfg: Config, tier: str, train_ds=None, eval_ds=None):
             range(min(cfg.eval_limit or len(ds["validation"]), len(ds["validation"]))))
     train_ds = filter_long(train_ds, processor, cfg, "train")
     eval_ds = filter_long(eval_ds, processor, cfg, "validation")
-    dtype = torch_dtype(cfg)
-    cuda = torch.cuda.is_available()
-    args = TrainingArguments(
-        output_dir=str(paths["checkpoints"]), num_train_epochs=tier_cfg.epochs,
-        per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.eval_batch_size,
-        gradient_accumulation_steps=cfg.grad_accum, learning_rate=tier_cfg.lr,
-        lr_scheduler_type=cfg.scheduler, warmup_steps=tier_cfg.warmup,  # a float is a fraction
-        weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
-        bf16=cuda and dtype == torch.bfloat16, fp16=cuda and dtype == torch.float16,
-        logging_steps=cfg.logging_steps, eval_strategy="steps", eval_steps=cfg.eval_steps,
-        save_strategy="steps", save_steps=cfg.eval_steps, save_total_limit=cfg.save_total_limit,
-        load_best_model_at_end=True, metric_for_best_model="eval_loss", greater_is_better=False,
-        gradient_checkpointing=cfg.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False},
-        remove_unused_columns=False, label_names=["labels"], prediction_loss_only=True,
-        dataloader_num_workers=cfg.dataloader_workers, report_to=[], seed=cfg.seed,
-        data_seed=cfg.seed, disable_tqdm=False)
-    use_cache = tier == "a" and cfg.cache_vision and vision_frozen(model)
-    collator = TrainCollator(processor, cfg.system_prompt, cfg.max_length, image_keys=use_cache)
-    trainer = _trainer_class()(
-        model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
-        data_collator=collator, processing_class=processor,
-        callbacks=[EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience)])
-    if use_cache:
-        trainer.vision_cache = VisionCache(int(cfg.vision_cache_gb * 2 ** 30))
-    return trainer
+    return make_trainer(model, processor, cfg, tier, train_ds, eval_ds,
+                        output_dir=paths["checkpoints"])
 
 
 def train_tier(cfg: Config, tier: str = "a", resume: bool = True) -> dict:

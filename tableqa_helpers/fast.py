@@ -1,0 +1,208 @@
+"""Speed-ups that keep the math: grouped window attention for the vision tower, GPU presets.
+
+Grouped window attention
+------------------------
+Qwen2.5-VL's vision tower attends within 8x8-patch windows in 28 of its 32 blocks (and over each
+whole image in the other 4). With flash-attn the windows go to one varlen kernel; without it
+(SDPA, the default where flash-attn is not installed) transformers launches one SDPA call per
+window: ~150 windows per image, so ~12,600 tiny launches and a host sync per block for a
+3-image batch. That loop, not arithmetic, is most of the vision tower's time.
+
+`use_grouped_vision_attention(model)` replaces the ``forward`` of each vision attention module
+*of that model instance* (nothing global is patched) with one that groups the windows by length
+(a table image has at most 4 window lengths: full windows, the right and bottom edges and the
+corner), gathers each group into a batch ``(windows, heads, length, head_dim)`` and makes one SDPA
+call per group: no padding, no mask, so PyTorch picks its flash kernel. The result is scattered
+back into the original token order. Each window still attends only to itself, with the same
+scaling and the same rotary embedding (the module's own `apply_rotary_pos_emb_vision`), so the
+function is the stock one; only the kernel launches change (numerically equal within the
+kernel's rounding; `tests/test_fast.py` compares the two). It works under autograd (Tier B trains
+LoRA inside these modules) and on the CPU. `use_stock_vision_attention(model)` undoes it.
+`model.load_model` installs it when the attention backend is SDPA and
+``cfg.vision_attention == "grouped"`` (the default).
+
+GPU presets
+-----------
+`gpu_preset(cfg)` picks micro-batch, accumulation, gradient checkpointing and generation batch
+for the card (``cfg.gpu``: "auto" reads the card's memory), keeping the global batch
+``batch_size * grad_accum`` at 24 as in the tutorial. Figures behind the presets: bench/RESULTS.md.
+"""
+from __future__ import annotations
+
+import sys
+import types
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+VISION_ATTENTION_CLASSES = ("Qwen2_5_VLVisionAttention",)
+
+
+# ---- grouped window attention ----------------------------------------------------------------
+@dataclass
+class _Plan:
+    """How to batch the segments of one `cu_seqlens`: token indices per length, inverse order."""
+
+    groups: list  # one (n_segments, length) long tensor of token positions per distinct length
+    inverse: torch.Tensor | None  # positions that restore the original token order (None: same)
+
+
+class _PlanCache:
+    """The last few plans, keyed by the identity of the `cu_seqlens` tensor they came from.
+
+    The vision tower hands the very same `cu_seqlens` tensor to every windowed block (and another
+    to every full-attention block), so a plan is built once per forward pass, not once per block.
+    The tensor itself is kept referenced so its id cannot be reused by another tensor.
+    """
+
+    def __init__(self, size: int = 4):
+        self.size = size
+        self.items: list[tuple[torch.Tensor, _Plan]] = []
+
+    def get(self, cu_seqlens: torch.Tensor, device: torch.device) -> _Plan:
+        for tensor, plan in self.items:
+            if tensor is cu_seqlens:
+                return plan
+        plan = build_plan(cu_seqlens, device)
+        self.items = [(cu_seqlens, plan)] + self.items[: self.size - 1]
+        return plan
+
+
+_PLANS = _PlanCache()
+
+
+def build_plan(cu_seqlens: torch.Tensor, device: torch.device) -> _Plan:
+    """Group the segments `cu_seqlens` describes by length (one host read of `cu_seqlens`)."""
+    bounds = cu_seqlens.tolist()
+    by_length: dict[int, list[int]] = {}
+    for start, end in zip(bounds[:-1], bounds[1:]):
+        if end > start:
+            by_length.setdefault(end - start, []).append(start)
+    groups, order = [], []
+    for length in sorted(by_length, reverse=True):
+        starts = torch.tensor(by_length[length], dtype=torch.long)
+        idx = starts[:, None] + torch.arange(length, dtype=torch.long)[None, :]
+        groups.append(idx)
+        order.append(idx.reshape(-1))
+    perm = torch.cat(order) if order else torch.zeros(0, dtype=torch.long)
+    identity = torch.equal(perm, torch.arange(len(perm)))
+    inverse = None if identity else torch.argsort(perm).to(device)
+    return _Plan(groups=[g.to(device) for g in groups], inverse=inverse)
+
+
+def grouped_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor,
+                      scale: float, plan: _Plan | None = None) -> torch.Tensor:
+    """Block-diagonal attention over packed segments, one SDPA call per distinct segment length.
+
+    `q`, `k`, `v`: (tokens, heads, head_dim); segment i is tokens cu_seqlens[i]:cu_seqlens[i+1].
+    Returns (tokens, heads * head_dim) in the input's token order.
+    """
+    tokens, heads, dim = q.shape
+    plan = plan or build_plan(cu_seqlens, q.device)
+    outs = []
+    for idx in plan.groups:
+        if idx.shape[0] == 1 and idx.shape[1] == tokens:  # one segment covering everything
+            qi, ki, vi = (t.unsqueeze(0) for t in (q, k, v))
+        else:
+            qi, ki, vi = q[idx], k[idx], v[idx]  # (segments, length, heads, head_dim)
+        o = F.scaled_dot_product_attention(qi.transpose(1, 2), ki.transpose(1, 2),
+                                           vi.transpose(1, 2), scale=scale)
+        outs.append(o.transpose(1, 2).reshape(-1, heads * dim))
+    out = outs[0] if len(outs) == 1 else torch.cat(outs)
+    return out if plan.inverse is None else out[plan.inverse]
+
+
+def _grouped_forward(self, hidden_states: torch.Tensor, cu_seqlens: torch.Tensor,
+                     position_embeddings=None, max_seqlen=None, **kwargs) -> torch.Tensor:
+    """Drop-in `forward` for Qwen2_5_VLVisionAttention: same projections and rotary embedding,
+    attention grouped by window length (see the module doc)."""
+    seq_length = hidden_states.shape[0]
+    q, k, v = self.qkv(hidden_states).reshape(seq_length, 3, self.num_heads, -1).permute(
+        1, 0, 2, 3).unbind(0)
+    cos, sin = position_embeddings
+    rope = sys.modules[type(self).__module__].apply_rotary_pos_emb_vision
+    q, k = rope(q, k, cos, sin)
+    plan = _PLANS.get(cu_seqlens, hidden_states.device)
+    out = grouped_attention(q, k, v, cu_seqlens, self.scaling, plan)
+    return self.proj(out)
+
+
+def vision_attention_modules(model) -> list:
+    """The vision attention modules of a Qwen2.5-VL model (through any PEFT wrapper)."""
+    return [m for m in model.modules() if type(m).__name__ in VISION_ATTENTION_CLASSES]
+
+
+def use_grouped_vision_attention(model) -> int:
+    """Install grouped window attention on this model instance; returns the modules changed."""
+    mods = vision_attention_modules(model)
+    for m in mods:
+        m.forward = types.MethodType(_grouped_forward, m)
+    return len(mods)
+
+
+def use_stock_vision_attention(model) -> int:
+    """Remove grouped window attention from this model instance (back to transformers' code)."""
+    mods = vision_attention_modules(model)
+    for m in mods:
+        m.__dict__.pop("forward", None)
+    return len(mods)
+
+
+def grouped_vision_attention_active(model) -> bool:
+    """True when every vision attention module of the model runs the grouped forward."""
+    mods = vision_attention_modules(model)
+    return bool(mods) and all("forward" in m.__dict__ for m in mods)
+
+
+# ---- GPU presets ----------------------------------------------------------------------------
+# Chosen from bench/RESULTS.md (H100 80GB, 7B shape, ~2,700 tokens/sample). Global batch 24.
+# `train_a`/`train_b`: (micro-batch, grad_accum, gradient_checkpointing) per tier.
+GPU_PRESETS = {
+    "80gb": dict(train_a=(1, 24, False), train_b=(2, 12, False), gen_batch_size=32,
+                 eval_batch_size=2),
+    "40gb": dict(train_a=(1, 24, True), train_b=(1, 24, True), gen_batch_size=8,
+                 eval_batch_size=1),
+    "24gb": dict(train_a=(1, 24, True), train_b=(1, 24, True), gen_batch_size=2,
+                 eval_batch_size=1),
+    "tutorial": dict(train_a=(3, 8, True), train_b=(3, 8, True), gen_batch_size=8,
+                     eval_batch_size=4),
+}
+GPU_CHOICES = ("auto", "manual", *GPU_PRESETS)
+
+
+def auto_preset(total_gib: float | None = None) -> str | None:
+    """The preset for a card of `total_gib` GiB (default: the current CUDA device); None on CPU."""
+    if total_gib is None:
+        if not torch.cuda.is_available():
+            return None
+        total_gib = torch.cuda.get_device_properties(0).total_memory / 2 ** 30
+    if total_gib >= 70:
+        return "80gb"
+    if total_gib >= 36:
+        return "40gb"
+    return "24gb"
+
+
+def gpu_preset(cfg, tier: str = "a", total_gib: float | None = None) -> dict:
+    """Batch settings for `tier` on this card, from ``cfg.gpu``.
+
+    "manual": the config's own batch_size / grad_accum / gradient_checkpointing / batch sizes.
+    "auto": a preset chosen by the card's memory ("manual" on a CPU). A preset name: that preset.
+    Returns a dict with batch_size, grad_accum, gradient_checkpointing, eval_batch_size,
+    gen_batch_size and the preset's name.
+    """
+    from .config import ConfigError
+
+    choice = getattr(cfg, "gpu", "manual") or "manual"
+    if choice not in GPU_CHOICES:
+        raise ConfigError(f"gpu must be one of {', '.join(GPU_CHOICES)}, got {choice!r}")
+    name = auto_preset(total_gib) if choice == "auto" else choice
+    if name in (None, "manual"):
+        return dict(preset="manual", batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
+                    gradient_checkpointing=cfg.gradient_checkpointing,
+                    eval_batch_size=cfg.eval_batch_size, gen_batch_size=cfg.gen_batch_size)
+    p = GPU_PRESETS[name]
+    bs, ga, ckpt = p["train_a" if tier == "a" else "train_b"]
+    return dict(preset=name, batch_size=bs, grad_accum=ga, gradient_checkpointing=ckpt,
+                eval_batch_size=p["eval_batch_size"], gen_batch_size=p["gen_batch_size"])

@@ -1,0 +1,215 @@
+"""The fast paths compute the same function as the plain ones (tiny stand-in, CPU, float32).
+
+- grouped window attention (`fast.py`) vs transformers' per-window SDPA loop;
+- Tier A `fast_loss` (vision under no_grad + cache, head on labelled positions only, merged
+  embeddings handed to the model) vs `model(**batch).loss`: loss and every LoRA gradient;
+- Tier B `fast_loss` with grouped attention vs the stock model, gradients in the vision blocks;
+- activation checkpointing without input-grad hooks; the disk tier of the vision cache; presets.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tableqa_helpers import fast
+from tableqa_helpers.collate import TrainCollator
+from tableqa_helpers.config import ConfigError, get_config
+from tableqa_helpers.train import (VisionCache, _inner, enable_checkpointing, fast_loss,
+                                   forward_with_image_embeds)
+
+TOL = dict(rtol=1e-4, atol=1e-5)
+
+
+def _model(cfg, tier: str):
+    from tableqa_helpers.model import load_model
+    from tableqa_helpers.tiers import apply_tier_a, apply_tier_b
+
+    torch.manual_seed(0)
+    model = load_model(cfg, trainable=True)
+    model = apply_tier_a(model, cfg) if tier == "a" else apply_tier_b(model, cfg)
+    with torch.no_grad():  # LoRA B starts at zero; make the adapters do something
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.02)
+    model.train()
+    return model
+
+
+def _batch(cfg, processor, dataset, n=3, keys=True):
+    collate = TrainCollator(processor, cfg.system_prompt, cfg.max_length, image_keys=keys)
+    return collate([dataset["train"][i] for i in range(n)])
+
+
+def _plain(model, batch):
+    return {k: v for k, v in batch.items() if k not in ("image_keys", "length")}
+
+
+def _loss_and_grads(model, fn):
+    model.zero_grad(set_to_none=True)
+    loss = fn()
+    loss.backward()
+    grads = {n: p.grad.detach().clone() for n, p in model.named_parameters()
+             if p.requires_grad and p.grad is not None}
+    return loss.detach(), grads
+
+
+def _same(a, b):
+    (loss_a, g_a), (loss_b, g_b) = a, b
+    torch.testing.assert_close(loss_a, loss_b, **TOL)
+    assert g_a.keys() == g_b.keys() and g_a
+    for name in g_a:
+        torch.testing.assert_close(g_a[name], g_b[name], **TOL, msg=name)
+
+
+# ---- grouped window attention ----------------------------------------------------------------
+def _reference_attention(q, k, v, cu, scale):
+    outs = []
+    for s, e in zip(cu[:-1].tolist(), cu[1:].tolist()):
+        o = torch.nn.functional.scaled_dot_product_attention(
+            *(t[s:e].transpose(0, 1).unsqueeze(0) for t in (q, k, v)), scale=scale)
+        outs.append(o[0].transpose(0, 1).reshape(e - s, -1))
+    return torch.cat(outs)
+
+
+@pytest.mark.parametrize("lengths", [[64, 64, 32, 64, 16, 8, 64], [300], [5, 300, 7, 7, 1]])
+def test_grouped_attention_function(lengths):
+    torch.manual_seed(len(lengths))
+    cu = torch.tensor([0] + lengths).cumsum(0).to(torch.int32)
+    n, h, d = int(cu[-1]), 3, 8
+    q, k, v = (torch.randn(n, h, d, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    ref = _reference_attention(q, k, v, cu, 0.3)
+    out = fast.grouped_attention(q, k, v, cu, 0.3)
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+    w = torch.randn_like(ref)
+    g_ref = torch.autograd.grad((ref * w).sum(), (q, k, v))
+    g_out = torch.autograd.grad((out * w).sum(), (q, k, v))
+    for a, b in zip(g_out, g_ref):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_grouped_vision_tower_matches_stock(tiny_cfg):
+    """Whole vision tower, images whose sides are not multiples of the window (edge windows)."""
+    model = _model(tiny_cfg, "a")
+    visual = _inner(model).model.visual
+    grid = torch.tensor([[1, 22, 38], [1, 30, 14], [1, 8, 8]])
+    pixels = torch.randn(int(grid.prod(-1).sum()), 3 * 2 * 14 * 14)
+    assert fast.grouped_vision_attention_active(model)  # load_model installs it under SDPA
+    with torch.no_grad():
+        grouped = visual(pixels, grid_thw=grid).pooler_output
+        fast.use_stock_vision_attention(model)
+        assert not fast.grouped_vision_attention_active(model)
+        stock = visual(pixels, grid_thw=grid).pooler_output
+    torch.testing.assert_close(grouped, stock, **TOL)
+
+
+# ---- Tier A ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("attention", ["grouped", "stock"])
+def test_tier_a_fast_loss_matches_plain_step(tiny_cfg, processor, dataset, attention):
+    model = _model(tiny_cfg, "a")
+    batch = _batch(tiny_cfg, processor, dataset)
+    fast.use_stock_vision_attention(model)
+    plain = _loss_and_grads(model, lambda: model(**_plain(model, batch)).loss)
+    if attention == "grouped":
+        fast.use_grouped_vision_attention(model)
+    cache = VisionCache(2 ** 30)
+    first = _loss_and_grads(model, lambda: fast_loss(model, batch, cache))  # cache misses
+    assert cache.misses == 3 and cache.hits == 0
+    second = _loss_and_grads(model, lambda: fast_loss(model, batch, cache))  # cache hits
+    assert cache.hits == 3
+    nocache = _loss_and_grads(model, lambda: fast_loss(model, batch, None))
+    _same(first, plain)
+    _same(second, plain)
+    _same(nocache, plain)
+    # the merger is trained in Tier A: its LoRA gets gradients through the fast path too
+    assert any("merger" in n for n in first[1])
+
+
+def test_image_embeds_by_argument_or_shadowing_agree(tiny_cfg, processor, dataset):
+    """Both ways of handing merged embeddings to the model (new and older transformers)."""
+    model = _model(tiny_cfg, "a")
+    net = _inner(model)
+    batch = _plain(model, _batch(tiny_cfg, processor, dataset, keys=False))
+    pixels = batch.pop("pixel_values")
+    with torch.no_grad():
+        embeds = list(net.model.get_image_features(pixels, batch["image_grid_thw"]).pooler_output)
+        ref = net.model(pixel_values=pixels, **batch, use_cache=False).last_hidden_state
+        shadow = forward_with_image_embeds(net.model, batch, embeds, use_argument=False)
+        torch.testing.assert_close(shadow.last_hidden_state, ref, **TOL)
+        assert "get_image_features" not in net.model.__dict__  # the shadow is removed again
+        if "mm_encoder_outputs" in __import__("inspect").signature(net.model.forward).parameters:
+            arg = forward_with_image_embeds(net.model, batch, embeds, use_argument=True)
+            torch.testing.assert_close(arg.last_hidden_state, ref, **TOL)
+
+
+def test_checkpointing_same_math_and_no_input_grad_hooks(tiny_cfg, processor, dataset):
+    model = _model(tiny_cfg, "a")
+    batch = _batch(tiny_cfg, processor, dataset)
+    ref = _loss_and_grads(model, lambda: fast_loss(model, batch, None))
+    enable_checkpointing(model, True)
+    net = _inner(model)
+    assert _checkpointing(net)
+    assert not getattr(net, "_require_grads_hooks", None)  # the frozen tower builds no graph
+    _same(_loss_and_grads(model, lambda: fast_loss(model, batch, None)), ref)
+    enable_checkpointing(model, False)
+    assert not _checkpointing(net)
+
+
+def _checkpointing(net) -> bool:
+    on = getattr(type(net), "is_activation_checkpointing", None)
+    return bool(net.is_activation_checkpointing if on is not None else net.is_gradient_checkpointing)
+
+
+# ---- Tier B ----------------------------------------------------------------------------------
+def test_tier_b_grouped_matches_stock_plain_step(tiny_cfg, processor, dataset):
+    model = _model(tiny_cfg, "b")
+    batch = _batch(tiny_cfg, processor, dataset, keys=False)
+    fast.use_stock_vision_attention(model)
+    plain = _loss_and_grads(model, lambda: model(**_plain(model, batch)).loss)
+    fast.use_grouped_vision_attention(model)
+    grouped = _loss_and_grads(model, lambda: fast_loss(model, batch, VisionCache(2 ** 30)))
+    _same(grouped, plain)
+    assert all("visual.blocks" in n for n in plain[1])  # only the last blocks' LoRA trains
+
+
+# ---- cache, presets --------------------------------------------------------------------------
+def test_vision_cache_memory_bound_and_disk_tier(tmp_path):
+    t = [torch.full((4, 8), float(i)) for i in range(4)]  # 128 bytes each
+    cache = VisionCache(300, tmp_path / "v", disk_max_bytes=10_000)
+    for i, x in enumerate(t):
+        cache.put(f"k{i}", x)
+    assert len(cache.items) == 2 and cache.bytes <= 300  # memory holds the 2 most recent
+    for i in (3, 2, 1, 0):
+        torch.testing.assert_close(cache.get(f"k{i}"), t[i])  # the evicted two come from disk
+    assert cache.disk_hits == 2
+    again = VisionCache(300, tmp_path / "v", disk_max_bytes=10_000)  # a later run reuses files
+    torch.testing.assert_close(again.get("k0"), t[0])
+    assert VisionCache(300).get("k0") is None
+
+
+def test_gpu_presets_keep_global_batch(tiny_cfg):
+    for name in fast.GPU_PRESETS:
+        for tier in "ab":
+            tiny_cfg.gpu = name
+            p = fast.gpu_preset(tiny_cfg, tier)
+            assert p["batch_size"] * p["grad_accum"] == 24, (name, tier)
+    assert fast.auto_preset(79.2) == "80gb" and fast.auto_preset(39.5) == "40gb"
+    tiny_cfg.gpu = "manual"
+    p = fast.gpu_preset(tiny_cfg, "a")
+    assert (p["batch_size"], p["grad_accum"]) == (tiny_cfg.batch_size, tiny_cfg.grad_accum)
+    tiny_cfg.gpu = "nonsense"
+    with pytest.raises(ConfigError):
+        fast.gpu_preset(tiny_cfg, "a")
+    assert get_config("full").gpu == "auto"
+
+
+def test_trainer_caches_vision_across_epochs(tiny_cfg, processor, dataset):
+    from tableqa_helpers.train import make_trainer
+
+    model = _model(tiny_cfg, "a")
+    train = dataset["train"].select(range(4))
+    trainer = make_trainer(model, processor, tiny_cfg, "a", train, None,
+                           output_dir=tiny_cfg.run_dir / "ckpt", num_train_epochs=2,
+                           per_device_train_batch_size=2, gradient_accumulation_steps=1,
+                           disable_tqdm=True)
+    trainer.train()
+    assert trainer.vision_cache.misses == 4 and trainer.vision_cache.hits == 4
