@@ -28,6 +28,7 @@ import struct
 import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from .config import DATA_PROBLEMS, Config
 from .data import (MAX_ASPECT_RATIO, MIN_IMAGE_SIDE, REQUIRED_COLUMNS, SPLITS, DataError,
@@ -212,9 +213,16 @@ class ImageMemo:
         return rgb.width, rgb.height, digest.hexdigest()
 
 
-def scan_row(row: dict, processor, cfg: Config,
-             memo: ImageMemo | None = None) -> tuple[list[tuple[str, str]], str | None]:
-    """The row-local problems of one row as (kind, detail) pairs, and its image digest."""
+class RowScan(NamedTuple):
+    """What `scan_row` found in one row."""
+
+    problems: list[tuple[str, str]]  # (kind, detail) of each row-local problem
+    digest: str | None  # pixel digest of the image, when it decodes
+    tokens: int | None  # training tokens, when the row has no row-local problem
+
+
+def scan_row(row: dict, processor, cfg: Config, memo: ImageMemo | None = None) -> RowScan:
+    """The row-local problems of one row, its image digest and its length in tokens."""
     from .collate import count_tokens
 
     memo = memo or ImageMemo()
@@ -224,17 +232,18 @@ def scan_row(row: dict, processor, cfg: Config,
     if missing:
         problems.append(("missing_field", f"{', '.join(missing)} missing or blank"))
     if "image" in missing:
-        return problems, None
+        return RowScan(problems, None, None)
     try:
         width, height, digest = memo.inspect(row.get("image"))
     except ImageError as e:
         problems.append((e.kind, str(e)))
-        return problems, None
+        return RowScan(problems, None, None)
+    n = None
     if not problems:
         n = count_tokens(processor, row, cfg.system_prompt, size=(width, height))["total"]
         if n > cfg.max_length:
             problems.append(("too_long", f"{n} tokens > max_length {cfg.max_length}"))
-    return problems, digest
+    return RowScan(problems, digest, n)
 
 
 # ---- a split ---------------------------------------------------------------------------------
@@ -258,17 +267,20 @@ def _rows(ds, desc: str, progress: bool):
 
 def scan_split(ds, processor, cfg: Config, split: str, progress: bool = True,
                memo: ImageMemo | None = None):
-    """Row-local problems of a split and its keys: (problems, {index: table_id}, {index: digest})."""
-    problems, ids, digests = [], {}, {}
+    """Row-local problems of a split and its keys and lengths:
+    (problems, {index: table_id}, {index: digest}, {index: tokens})."""
+    problems, ids, digests, tokens = [], {}, {}, {}
     for i, row in enumerate(_rows(ds, f"check {split}", progress)):
-        found, digest = scan_row(row, processor, cfg, memo)
+        scan = scan_row(row, processor, cfg, memo)
         tid = None if _blank(row.get("table_id")) else str(row["table_id"])
-        problems += [Problem(kind, split, i, tid, detail) for kind, detail in found]
+        problems += [Problem(kind, split, i, tid, detail) for kind, detail in scan.problems]
         if tid is not None:
             ids[i] = tid
-        if digest is not None:
-            digests[i] = digest
-    return problems, ids, digests
+        if scan.digest is not None:
+            digests[i] = scan.digest
+        if scan.tokens is not None:
+            tokens[i] = scan.tokens
+    return problems, ids, digests, tokens
 
 
 def split_keys(ds, split: str, progress: bool = False,
@@ -352,9 +364,9 @@ def check_dataset(cfg: Config, processor=None, progress: bool = True,
     memo.save()
     report = DataReport(str(cfg.dataset_id), {s: len(dd[s]) for s in names},
                         dict(cfg.data_policy), cfg.max_length)
-    keys = {s: (set(ids.values()), set(digests.values())) for s, (_, ids, digests) in scanned.items()}
+    keys = {s: (set(ids.values()), set(digests.values())) for s, (_, ids, digests, _) in scanned.items()}
     for s in names:
-        local, ids, digests = scanned[s]
+        local, ids, digests, _ = scanned[s]
         later = {o: keys[o] for o in _later_splits(s, names)}
         report.problems += local + relational_problems(s, local, ids, digests, later)
     report.problems.sort(key=lambda p: (names.index(p.split), p.index, p.kind))
@@ -367,14 +379,15 @@ def clean_split(ds, processor, cfg: Config, split: str, reference: dict | None =
                 progress: bool = True):
     """(rows training may use, report) for one split: the rejected rows dropped.
 
-    Applies every check of `check_dataset` to `ds` (e.g. the first ``train_limit`` rows); leaks
+    The kept rows get a ``length`` column (training tokens, for batching by length). Applies
+    every check of `check_dataset` to `ds` (e.g. the first ``train_limit`` rows); leaks
     are looked up in the other splits of ``cfg.dataset_id`` (or `reference`: split -> Dataset;
     ``{}`` skips the leak checks). Writes RUN/logs/data_{split}.json and prints one line per
     problem kind found. Raises DataCheckError when a problem's policy is "stop".
     """
     validate_columns(ds, where=f"{cfg.dataset_id}[{split}]")
     memo = ImageMemo(cfg.cache_dir / "image_checks.json")
-    local, ids, digests = scan_split(ds, processor, cfg, split, progress, memo)
+    local, ids, digests, tokens = scan_split(ds, processor, cfg, split, progress, memo)
     if reference is None:
         reference = load_tableqa(cfg.dataset_id)
     later = {o: split_keys(reference[o], o, progress, memo)
@@ -395,7 +408,11 @@ def clean_split(ds, processor, cfg: Config, split: str, reference: dict | None =
     if drop:
         print(f"{split}: training uses {len(ds) - len(drop)} of {len(ds)} rows "
               f"(details: {cfg.run_dir / 'logs' / f'data_{split}.json'})")
-    return ds.select([i for i in range(len(ds)) if i not in drop]), report
+    keep = [i for i in range(len(ds)) if i not in drop]
+    out = ds.select(keep)
+    if "length" not in out.column_names:  # for group_by_length batching
+        out = out.add_column("length", [tokens[i] for i in keep])
+    return out, report
 
 
 # ---- planted defects (for tests and demonstrations) ------------------------------------------

@@ -104,6 +104,28 @@ def cmd_check_data(args):
     sys.exit(1 if report.fatal else 0)
 
 
+def cmd_run_notebooks(args):
+    """Execute the numbered notebooks in order; executed copies go to RUN/notebooks/."""
+    import os
+    from pathlib import Path
+
+    import papermill
+
+    cfg = _config(args)
+    folder = Path(args.notebooks)
+    books = sorted(folder.glob("[0-9][0-9]_*.ipynb"))
+    if not books:
+        raise SystemExit(f"no numbered notebooks in {folder}")
+    out = cfg.run_dir / "notebooks"
+    out.mkdir(parents=True, exist_ok=True)
+    os.environ["TABLEQA_ROOT"] = str(Path(cfg.root).resolve())  # every notebook shares the run folder
+    for book in books:
+        print(f"running {book.name} -> {out / book.name}", flush=True)
+        papermill.execute_notebook(str(book), str(out / book.name), cwd=str(folder),
+                                   parameters={"PROFILE": cfg.profile}, progress_bar=False)
+    print(f"executed {len(books)} notebooks; copies in {out}")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m tableqa_helpers", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -141,6 +163,8 @@ def main(argv=None):
     p = add("evaluate", cmd_evaluate, "compare the stages' predictions")
     p.add_argument("--split", default="test")
     add("check-data", cmd_check_data, "scan the dataset for problems before training")
+    p = add("run-notebooks", cmd_run_notebooks, "execute the notebook series in order")
+    p.add_argument("--notebooks", default="notebooks", help="folder of the numbered notebooks")
 
     args = parser.parse_args(argv)
     from .config import ConfigError

@@ -258,11 +258,11 @@ def _tiny(**kw) -> Config:
     return Config(
         profile="tiny", use_standins=True, dtype="float32", attn_implementation="sdpa",
         min_pixels=16 * PIXEL_UNIT, max_pixels=64 * PIXEL_UNIT, max_length=1024,
-        train_limit=48, eval_limit=8, test_limit=8, batch_size=4, eval_batch_size=4,
-        grad_accum=1, logging_steps=2, eval_steps=6, gradient_checkpointing=False,
-        dataloader_workers=0, max_new_tokens=48, gen_batch_size=4, vision_cache_gb=0.5,
-        tier_a=TierConfig(r=16, alpha=32, dropout=0.0, lr=5e-3, epochs=2.0),
-        tier_b=TierConfig(r=8, alpha=32, dropout=0.0, lr=2e-3, epochs=1.0),
+        train_limit=None, eval_limit=8, test_limit=8, batch_size=4, eval_batch_size=4,
+        grad_accum=1, logging_steps=5, eval_steps=25, gradient_checkpointing=False,
+        dataloader_workers=0, max_new_tokens=160, gen_batch_size=4, vision_cache_gb=0.5,
+        tier_a=TierConfig(r=16, alpha=32, dropout=0.0, lr=1e-2, epochs=3.0, warmup=0.05),
+        tier_b=TierConfig(r=8, alpha=32, dropout=0.0, lr=5e-3, epochs=1.0, warmup=0.05),
         **kw)
 
 

@@ -1,0 +1,385 @@
+"""This project's training and inference speed, plus the tutorial's inference, on one card.
+
+    python -m bench.bench --shape {tiny,7b} --out DIR [--parts vision,profile,a,b,infer]
+
+One process builds Qwen2.5-VL at the chosen shape with random weights (same FLOPs as the real
+model) and runs, in order:
+- vision: the vision tower's forward (no_grad) on 3 images, transformers' per-window SDPA loop
+  ("stock") vs `fast.use_grouped_vision_attention` ("grouped");
+- profile: one micro-batch of the tutorial's Tier A step (its LoRA targets, checkpointing with
+  input-grad hooks, full logits, stock attention) timed whole and by part, with a profiler table;
+- a / b: the project's Tier A / Tier B through `train.make_trainer` (the Trainer, collator,
+  DataLoader workers and VisionCache a real run uses) at the default GPU preset and alternatives.
+  Tier A: epoch 1 (every image a cache miss: the vision tower runs) and epoch 2 (all hits), each
+  timed over all of its optimizer steps after a warm-up run on other rows;
+- infer: the tutorial's one-at-a-time `generate` (stock attention) vs `infer.generate_batch`
+  over `GenerationCollator` batches (grouped attention), same `max_new_tokens`.
+Records go to DIR/ours.jsonl (one JSON object each) and a summary line per record to stdout.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import gc
+import os
+import statistics
+import tempfile
+import time
+import traceback
+
+import torch
+
+from bench import tables
+from bench.common import (Log, build, card, cuda, env_int, flops_per_sample, mfu, peak_gib,
+                          reset_memory, step_timer, sync, versions)
+from tableqa_helpers import fast
+from tableqa_helpers.collate import GenerationCollator, TrainCollator, count_tokens
+from tableqa_helpers.config import get_config
+from tableqa_helpers.train import _inner, make_trainer
+
+TUTORIAL_SYSTEM = (
+    "You are a Vision Language Model specialized in interpreting visual data from charts and "
+    "diagrams images.\nAnswer the questions strictly from the image, with clear, rigorous "
+    "step-by-step justification. Stay concise, but include all reasoning that\u2019s relevant.")
+
+
+class Rows(torch.utils.data.Dataset):
+    def __init__(self, rows):
+        self.rows = rows
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        return self.rows[i]
+
+
+def token_stats(processor, cfg, rows) -> dict:
+    counts = [count_tokens(processor, r, cfg.system_prompt) for r in rows]
+    labelled = [len(processor.tokenizer(r["answer"], add_special_tokens=False)["input_ids"]) + 1
+                for r in rows]
+    return {"tokens": statistics.mean(c["total"] for c in counts),
+            "visual": statistics.mean(c["visual"] for c in counts),
+            "labelled": statistics.mean(labelled)}
+
+
+# ---- vision tower ---------------------------------------------------------------------------
+def bench_vision(model, processor, cfg, rows, log, repeats):
+    collate = TrainCollator(processor, cfg.system_prompt, cfg.max_length)
+    batch = collate(rows[:3])
+    dev = "cuda" if cuda() else "cpu"
+    visual = _inner(model).model.visual
+    pv = batch["pixel_values"].to(dev, visual.dtype)
+    grid = batch["image_grid_thw"].to(dev)
+    out = {}
+    for mode in ("stock", "grouped"):
+        (fast.use_grouped_vision_attention if mode == "grouped" else fast.use_stock_vision_attention)(model)
+        times = []
+        with torch.no_grad():
+            for i in range(repeats + 1):
+                sync()
+                t = time.perf_counter()
+                y = visual(pv, grid_thw=grid).pooler_output
+                sync()
+                if i:
+                    times.append(time.perf_counter() - t)
+        out[mode] = (statistics.median(times), y.float())
+    err = ((out["grouped"][1] - out["stock"][1]).norm() / out["stock"][1].norm()).item()
+    log({"part": "vision", "images": 3, "patches": int(pv.shape[0]),
+         "stock_s": round(out["stock"][0], 4), "grouped_s": round(out["grouped"][0], 4),
+         "speedup": round(out["stock"][0] / out["grouped"][0], 2), "rel_diff": err})
+
+
+# ---- the tutorial's micro-batch, taken apart -------------------------------------------------
+def _profile_step(step, rec, out_dir):
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        step()
+        sync()
+    ka = prof.key_averages()
+    table = ka.table(sort_by="self_cuda_time_total", row_limit=25)
+    cpu_table = ka.table(sort_by="self_cpu_time_total", row_limit=15)
+    with open(os.path.join(out_dir, "profile_tutorial_step.txt"), "w") as f:
+        f.write(table + "\n\n" + cpu_table)
+    events = [e for e in ka]
+    kernel_us = sum(getattr(e, "self_device_time_total", getattr(e, "self_cuda_time_total", 0))
+                    for e in events)
+    sdpa = [e for e in events if "scaled_dot_product" in e.key or "flash" in e.key.lower()
+            or "efficient_attention" in e.key]
+    rec["gpu_busy_s"] = round(kernel_us / 1e6, 3)
+    rec["sdpa_calls"] = max((e.count for e in sdpa), default=0)
+    rec["sync_calls"] = sum(e.count for e in events if "Synchronize" in e.key
+                            or e.key in ("aten::item", "aten::_local_scalar_dense"))
+
+
+def bench_profile(model, processor, cfg, rows, log, out_dir):
+    from peft import LoraConfig, get_peft_model
+
+    targets = ["q_proj", "v_proj", "k_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
+               "multi_modal_projector"]
+    fast.use_stock_vision_attention(model)
+    pm = get_peft_model(model, LoraConfig(r=16, lora_alpha=8, lora_dropout=0.05, bias="none",
+                                          target_modules=targets, task_type="CAUSAL_LM"))
+    net = _inner(pm)
+    net.config.use_cache = False
+    net.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    net.enable_input_require_grads()  # what TRL does for PEFT + checkpointing
+    pm.train()
+    collate = TrainCollator(processor, cfg.system_prompt, cfg.max_length)
+    dev = "cuda" if cuda() else "cpu"
+    batch = {k: v.to(dev) for k, v in collate(rows[:3]).items()}
+    visual = net.model.visual
+
+    def step():
+        loss = pm(**batch).loss
+        loss.backward()
+
+    def timed(fn, n=1):
+        fn()  # warm-up
+        sync()
+        t = time.perf_counter()
+        for _ in range(n):
+            fn()
+        sync()
+        return (time.perf_counter() - t) / n
+
+    rec = {"part": "profile", "what": "tutorial Tier A micro-batch (3 samples)",
+           "tokens": int(batch["attention_mask"].sum())}
+    rec["step_stock_s"] = round(timed(step), 3)
+
+    def vision_graph():  # the vision tower as the tutorial runs it: with a graph, then backward
+        y = visual(batch["pixel_values"], grid_thw=batch["image_grid_thw"]).pooler_output
+        y.float().pow(2).mean().backward()
+
+    def vision_nograd():
+        with torch.no_grad():
+            visual(batch["pixel_values"], grid_thw=batch["image_grid_thw"])
+
+    rec["vision_fwd_bwd_stock_s"] = round(timed(vision_graph), 3)
+    rec["vision_nograd_stock_s"] = round(timed(vision_nograd), 3)
+    if cuda():
+        try:
+            _profile_step(step, rec, out_dir)
+        except Exception as e:  # the timings above stay
+            rec["profile_error"] = f"{type(e).__name__}: {e}"[:200]
+    fast.use_grouped_vision_attention(pm)
+    rec["step_grouped_s"] = round(timed(step), 3)
+    rec["vision_fwd_bwd_grouped_s"] = round(timed(vision_graph), 3)
+    rec["vision_nograd_grouped_s"] = round(timed(vision_nograd), 3)
+    log(rec)
+    net.disable_input_require_grads()
+    net.gradient_checkpointing_disable()
+    base = pm.unload()
+    for attr in ("peft_config",):
+        if hasattr(base, attr):
+            delattr(base, attr)
+    del pm, batch
+    reset_memory()
+    return base
+
+
+# ---- training ------------------------------------------------------------------------------
+def run_training(model, processor, cfg, tier, name, settings, warm_rows, rows, epochs, log,
+                 stats, flops):
+    """One variant: warm-up on other rows, then `epochs` epochs over `rows`, each step timed."""
+    c = copy.deepcopy(cfg)
+    if settings == "default":
+        c.gpu = "auto"
+    else:
+        c.gpu = "manual"
+        c.batch_size, c.grad_accum, c.gradient_checkpointing = settings
+    preset = fast.gpu_preset(c, tier)
+    bs, ga = preset["batch_size"], preset["grad_accum"]
+    rec = {"part": f"tier_{tier}", "variant": name, "preset": preset["preset"], "batch_size": bs,
+           "grad_accum": ga, "checkpointing": preset["gradient_checkpointing"],
+           "workers": c.dataloader_workers}
+    tmp = tempfile.mkdtemp(prefix="bench-")
+    common = dict(output_dir=tmp, logging_strategy="no", save_strategy="no", eval_strategy="no",
+                  disable_tqdm=True, report_to=[])
+    reset_memory()
+    try:
+        warm = make_trainer(model, processor, c, tier, Rows(warm_rows), None, max_steps=1,
+                            gradient_accumulation_steps=max(1, len(warm_rows) // bs), **common)
+        sync()
+        t = time.perf_counter()
+        warm.train()
+        sync()
+        rec["warmup_s"] = round(time.perf_counter() - t, 1)
+        del warm
+        gc.collect()
+        timer = step_timer()
+        trainer = make_trainer(model, processor, c, tier, Rows(rows), None,
+                               num_train_epochs=epochs, callbacks=[timer], **common)
+        trainer.train()
+        steps_per_epoch = -(-len(rows) // (bs * ga))
+        per_epoch = [timer.times[i * steps_per_epoch:(i + 1) * steps_per_epoch]
+                     for i in range(epochs)]
+        rec["step_s"] = [round(x, 2) for x in timer.times]
+        rec["samples_per_epoch"] = len(rows)
+        for i, ts in enumerate(per_epoch, 1):
+            rec[f"epoch{i}_samples_per_s"] = round(len(rows) / sum(ts), 3)
+        total = sum(timer.times)
+        rec["samples_per_s"] = round(epochs * len(rows) / total, 3)
+        rec["tokens_per_s"] = round(rec["samples_per_s"] * stats["tokens"])
+        rec["mfu"] = mfu(rec["samples_per_s"], flops)
+        if trainer.vision_cache is not None:
+            rec["cache"] = trainer.vision_cache.stats()
+        del trainer
+    except torch.OutOfMemoryError as e:
+        rec["error"] = "OOM: " + str(e).split("\n")[0][:160]
+    except Exception as e:  # keep the other variants running
+        rec["error"] = f"{type(e).__name__}: {e}"[:300]
+        traceback.print_exc()
+    rec.update(peak_gib())
+    log(rec)
+    reset_memory()
+
+
+# ---- inference -----------------------------------------------------------------------------
+def tutorial_generate(model, processor, sample, max_new_tokens):
+    """The tutorial's `generate_text_from_sample`, as written (one sample, default padding)."""
+    try:
+        from qwen_vl_utils import process_vision_info
+    except ImportError:  # the tutorial's helper; without it, the image goes in as is
+        def process_vision_info(msgs):
+            return [c["image"] for m in msgs for c in m["content"] if c.get("type") == "image"], None
+    msgs = [{"role": "system", "content": [{"type": "text", "text": TUTORIAL_SYSTEM}]},
+            {"role": "user", "content": [{"type": "image", "image": sample["image"]},
+                                         {"type": "text", "text": sample["question"]}]}]
+    text_input = processor.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    image_inputs, _ = process_vision_info(msgs)
+    dev = "cuda" if cuda() else "cpu"
+    model_inputs = processor(text=[text_input], images=image_inputs, return_tensors="pt").to(dev)
+    generated_ids = model.generate(**model_inputs, max_new_tokens=max_new_tokens, do_sample=False)
+    trimmed = [out[len(inp):] for inp, out in zip(model_inputs.input_ids, generated_ids)]
+    text = processor.batch_decode(trimmed, skip_special_tokens=True,
+                                  clean_up_tokenization_spaces=False)
+    return text[0], len(trimmed[0])
+
+
+def bench_infer(model, processor, cfg, rows, log, max_new_tokens, n_tutorial, batch_sizes):
+    from tableqa_helpers.infer import generate_batch
+
+    model.eval()
+    _inner(model).config.use_cache = True
+    model.generation_config.use_cache = True
+    fast.use_stock_vision_attention(model)
+    with torch.no_grad():
+        tutorial_generate(model, processor, rows[0], 8)  # warm-up
+        sync()
+        t = time.perf_counter()
+        made = [tutorial_generate(model, processor, r, max_new_tokens)[1] for r in rows[:n_tutorial]]
+        sync()
+    dt = time.perf_counter() - t
+    base = {"part": "infer", "max_new_tokens": max_new_tokens}
+    tut = log({**base, "variant": "tutorial one-at-a-time", "batch": 1, "samples": n_tutorial,
+               "seconds": round(dt, 2), "samples_per_s": round(n_tutorial / dt, 3),
+               "new_tokens_mean": statistics.mean(made), **peak_gib()})
+    fast.use_grouped_vision_attention(model)
+    collate = GenerationCollator(processor, cfg.system_prompt)
+    for bsz in batch_sizes:
+        reset_memory()
+        n = bsz * max(1, min(2, len(rows) // bsz))
+        try:
+            with torch.no_grad():
+                generate_batch(model, processor, collate(rows[:2]), 8)  # warm-up
+                sync()
+                t = time.perf_counter()
+                made = []
+                for s in range(0, n, bsz):
+                    made += generate_batch(model, processor, collate(rows[s:s + bsz]),
+                                           max_new_tokens)[1]
+                sync()
+            dt = time.perf_counter() - t
+            rate = n / dt
+            log({**base, "variant": "ours batched", "batch": bsz, "samples": n,
+                 "seconds": round(dt, 2), "samples_per_s": round(rate, 3),
+                 "speedup_vs_tutorial": round(rate / tut["samples_per_s"], 2),
+                 "new_tokens_mean": statistics.mean(made), **peak_gib()})
+        except torch.OutOfMemoryError:
+            log({**base, "variant": "ours batched", "batch": bsz, "error": "OOM", **peak_gib()})
+        reset_memory()
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--shape", default="tiny", choices=["tiny", "7b"])
+    ap.add_argument("--out", default=".bench_out")
+    ap.add_argument("--parts", default="vision,profile,a,b,infer")
+    ap.add_argument("--epoch-rows", type=int, default=None, help="rows per timed epoch")
+    ap.add_argument("--a-variants", default="default,40gb")
+    ap.add_argument("--b-variants", default="default,40gb")
+    ap.add_argument("--gen-batches", default="32")
+    ap.add_argument("--max-new-tokens", type=int, default=None)
+    ap.add_argument("--n-tutorial-gen", type=int, default=None)
+    a = ap.parse_args(argv)
+    big = a.shape == "7b"
+    parts = set(a.parts.split(","))
+    log = Log(a.out, "ours")
+    root = tempfile.mkdtemp(prefix="bench-root-")
+    cfg = get_config("full" if big else "tiny", root=root)
+    cfg.dataloader_workers = min(8, max(0, (os.cpu_count() or 2) - 4)) if cuda() else 0
+    if not cuda():
+        cfg.dtype = "float32"
+    per_epoch = a.epoch_rows or (48 if big else 8)
+    n_gen = max(int(x) for x in a.gen_batches.split(",")) * (2 if big else 1)
+    t0 = time.perf_counter()
+    workers = min(12, os.cpu_count() or 1) if big else 0  # rendered before CUDA starts
+    warm_rows = tables.rows(0, 24 if big else 4, workers=workers)
+    rows = tables.rows(1000, per_epoch, workers=workers)
+    gen_rows = tables.rows(2000, n_gen, workers=workers)
+    render_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    model, processor = build(a.shape, cfg.min_pixels, cfg.max_pixels)
+    log({"part": "env", **versions(), "shape": a.shape,
+         "params_b": round(sum(p.numel() for p in model.parameters()) / 1e9, 3),
+         "build_s": round(time.perf_counter() - t0, 1)})
+    stats = token_stats(processor, cfg, rows)
+    log({"part": "data", "rows": len(warm_rows) + len(rows) + len(gen_rows),
+         "render_s": round(render_s, 1), **{k: round(v, 1) for k, v in stats.items()}})
+    fa = flops_per_sample(model.config, stats["tokens"], stats["visual"], stats["labelled"], "a")
+    fb = flops_per_sample(model.config, stats["tokens"], stats["visual"], stats["labelled"], "b")
+    log({"part": "flops", "tier_a_per_sample": fa, "tier_b_per_sample": fb,
+         "tier_a_ceiling_samples_per_s": round(989.4e12 / fa, 2),
+         "tier_b_ceiling_samples_per_s": round(989.4e12 / fb, 2)})
+
+    def guarded(name, fn):
+        try:
+            return fn()
+        except Exception as e:
+            traceback.print_exc()
+            log({"part": name, "error": f"{type(e).__name__}: {e}"[:300]})
+            reset_memory()
+
+    if "vision" in parts:
+        guarded("vision", lambda: bench_vision(model, processor, cfg, rows, log, 5 if big else 1))
+    if "profile" in parts:
+        model = guarded("profile", lambda: bench_profile(model, processor, cfg, rows, log, a.out)) or model
+    fast.use_grouped_vision_attention(model)  # what load_model does under SDPA
+    variants = {"default": "default", "40gb": (1, 24, True), "bs2": (2, 12, False),
+                "bs1_ga24": (1, 24, False), "bs4_ckpt": (4, 6, True), "bs2_ckpt": (2, 12, True),
+                "tutorial_batch": (3, 8, True), "bs3": (3, 8, False)}
+    from tableqa_helpers.tiers import apply_tier_a, apply_tier_b
+
+    for tier, names, epochs in (("a", a.a_variants, 2), ("b", a.b_variants, 1)):
+        if tier not in parts:
+            continue
+        apply = apply_tier_a if tier == "a" else apply_tier_b
+        pm = apply(model, cfg)
+        for name in names.split(","):
+            run_training(pm, processor, cfg, tier, name, variants[name], warm_rows, rows, epochs,
+                         log, stats, fa if tier == "a" else fb)
+        model = pm.unload()
+        if hasattr(model, "peft_config"):
+            del model.peft_config
+        reset_memory()
+    if "infer" in parts:
+        guarded("infer", lambda: bench_infer(
+            model, processor, cfg, gen_rows, log, a.max_new_tokens or (128 if big else 8),
+            a.n_tutorial_gen or (4 if big else 2), [int(x) for x in a.gen_batches.split(",")]))
+    print("DONE", card(), flush=True)
+
+
+if __name__ == "__main__":
+    main()
