@@ -91,7 +91,7 @@ def bench_vision(model, processor, cfg, rows, log, repeats):
 
 
 # ---- the tutorial's micro-batch, taken apart -------------------------------------------------
-def _profile_step(step, rec, out_dir):
+def _profile_step(step, rec, out_dir, name="profile_tutorial_step.txt"):
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
@@ -100,7 +100,7 @@ def _profile_step(step, rec, out_dir):
     ka = prof.key_averages()
     table = ka.table(sort_by="self_cuda_time_total", row_limit=25)
     cpu_table = ka.table(sort_by="self_cpu_time_total", row_limit=15)
-    with open(os.path.join(out_dir, "profile_tutorial_step.txt"), "w") as f:
+    with open(os.path.join(out_dir, name), "w") as f:
         f.write(table + "\n\n" + cpu_table)
     events = [e for e in ka]
     kernel_us = sum(getattr(e, "self_device_time_total", getattr(e, "self_cuda_time_total", 0))
@@ -113,7 +113,7 @@ def _profile_step(step, rec, out_dir):
                             or e.key in ("aten::item", "aten::_local_scalar_dense"))
 
 
-def bench_profile(model, processor, cfg, rows, log, out_dir):
+def bench_profile(model, processor, cfg, rows, log, out_dir, profiler=True):
     from peft import LoraConfig, get_peft_model
 
     targets = ["q_proj", "v_proj", "k_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
@@ -147,6 +147,8 @@ def bench_profile(model, processor, cfg, rows, log, out_dir):
     rec = {"part": "profile", "what": "tutorial Tier A micro-batch (3 samples)",
            "tokens": int(batch["attention_mask"].sum())}
     rec["step_stock_s"] = round(timed(step), 3)
+    with fast.sdpa_without_cudnn():
+        rec["step_stock_nocudnn_s"] = round(timed(step), 3)
 
     def vision_graph():  # the vision tower as the tutorial runs it: with a graph, then backward
         y = visual(batch["pixel_values"], grid_thw=batch["image_grid_thw"]).pooler_output
@@ -158,15 +160,17 @@ def bench_profile(model, processor, cfg, rows, log, out_dir):
 
     rec["vision_fwd_bwd_stock_s"] = round(timed(vision_graph), 3)
     rec["vision_nograd_stock_s"] = round(timed(vision_nograd), 3)
-    if cuda():
+    if cuda() and profiler:
         try:
             _profile_step(step, rec, out_dir)
         except Exception as e:  # the timings above stay
             rec["profile_error"] = f"{type(e).__name__}: {e}"[:200]
     fast.use_grouped_vision_attention(pm)
     rec["step_grouped_s"] = round(timed(step), 3)
-    rec["vision_fwd_bwd_grouped_s"] = round(timed(vision_graph), 3)
-    rec["vision_nograd_grouped_s"] = round(timed(vision_nograd), 3)
+    with fast.sdpa_without_cudnn():
+        rec["step_grouped_nocudnn_s"] = round(timed(step), 3)
+        rec["vision_fwd_bwd_grouped_s"] = round(timed(vision_graph), 3)
+        rec["vision_nograd_grouped_s"] = round(timed(vision_nograd), 3)
     log(rec)
     net.disable_input_require_grads()
     net.gradient_checkpointing_disable()
@@ -179,6 +183,56 @@ def bench_profile(model, processor, cfg, rows, log, out_dir):
     return base
 
 
+# ---- our Tier A micro-batch, taken apart ----------------------------------------------------
+def profile_ours(pm, processor, cfg, rows, log, out_dir, bs=1, profiler=True):
+    """One Tier A micro-batch through `fast_loss` as the Trainer runs it (bf16 autocast)."""
+    from tableqa_helpers.train import VisionCache, fast_loss
+
+    dev = "cuda" if cuda() else "cpu"
+    collate = TrainCollator(processor, cfg.system_prompt, cfg.max_length, image_keys=True)
+    batch = collate(rows[:bs])
+    batch = {k: (v.to(dev) if torch.is_tensor(v) else v) for k, v in batch.items()}
+    cache = VisionCache(2 ** 33)
+    pm.train()
+    ac = torch.autocast(dev, dtype=torch.bfloat16, enabled=cuda())
+
+    def hit():
+        with ac:
+            loss = fast_loss(pm, batch, cache)
+        loss.backward()
+
+    def miss():
+        with ac:
+            loss = fast_loss(pm, batch, None)
+        loss.backward()
+
+    def fwd():
+        with torch.no_grad(), ac:
+            fast_loss(pm, batch, cache)
+
+    def timed(fn, n=3):
+        fn()
+        sync()
+        t = time.perf_counter()
+        for _ in range(n):
+            fn()
+        sync()
+        return (time.perf_counter() - t) / n
+
+    rec = {"part": "profile_ours", "batch_size": bs, "tokens": int(batch["attention_mask"].sum()),
+           "hit_fwd_bwd_s": round(timed(hit), 4), "miss_fwd_bwd_s": round(timed(miss), 4),
+           "hit_fwd_nograd_s": round(timed(fwd), 4)}
+    if cuda() and profiler:
+        try:
+            _profile_step(hit, rec, out_dir, name=f"profile_ours_bs{bs}.txt")
+        except Exception as e:
+            rec["profile_error"] = f"{type(e).__name__}: {e}"[:200]
+    pm.zero_grad(set_to_none=True)
+    log(rec)
+    del batch, cache
+    reset_memory()
+
+
 # ---- training ------------------------------------------------------------------------------
 def run_training(model, processor, cfg, tier, name, settings, warm_rows, rows, epochs, log,
                  stats, flops):
@@ -186,9 +240,12 @@ def run_training(model, processor, cfg, tier, name, settings, warm_rows, rows, e
     c = copy.deepcopy(cfg)
     if settings == "default":
         c.gpu = "auto"
-    else:
-        c.gpu = "manual"
-        c.batch_size, c.grad_accum, c.gradient_checkpointing = settings
+    elif isinstance(settings, str):
+        c.gpu = settings  # a named preset
+    else:  # an ad-hoc preset for this variant
+        fast.GPU_PRESETS[f"bench_{name}"] = dict(train_a=settings, train_b=settings,
+                                                 gen_batch_size=8, eval_batch_size=1)
+        c.gpu = f"bench_{name}"
     preset = fast.gpu_preset(c, tier)
     bs, ga = preset["batch_size"], preset["grad_accum"]
     rec = {"part": f"tier_{tier}", "variant": name, "preset": preset["preset"], "batch_size": bs,
@@ -269,9 +326,14 @@ def bench_infer(model, processor, cfg, rows, log, max_new_tokens, n_tutorial, ba
         tutorial_generate(model, processor, rows[0], 8)  # warm-up
         sync()
         t = time.perf_counter()
-        made = [tutorial_generate(model, processor, r, max_new_tokens)[1] for r in rows[:n_tutorial]]
+        made = []
+        for r in rows[:n_tutorial]:  # stop early when it is very slow (at least one sample)
+            made.append(tutorial_generate(model, processor, r, max_new_tokens)[1])
+            if time.perf_counter() - t > 60:
+                break
         sync()
     dt = time.perf_counter() - t
+    n_tutorial = len(made)
     base = {"part": "infer", "max_new_tokens": max_new_tokens}
     tut = log({**base, "variant": "tutorial one-at-a-time", "batch": 1, "samples": n_tutorial,
                "seconds": round(dt, 2), "samples_per_s": round(n_tutorial / dt, 3),
@@ -306,13 +368,14 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--shape", default="tiny", choices=["tiny", "7b"])
     ap.add_argument("--out", default=".bench_out")
-    ap.add_argument("--parts", default="vision,profile,a,b,infer")
+    ap.add_argument("--parts", default="vision,profile,profile_ours,a,b,infer")
     ap.add_argument("--epoch-rows", type=int, default=None, help="rows per timed epoch")
     ap.add_argument("--a-variants", default="default,40gb")
     ap.add_argument("--b-variants", default="default,40gb")
     ap.add_argument("--gen-batches", default="32")
     ap.add_argument("--max-new-tokens", type=int, default=None)
     ap.add_argument("--n-tutorial-gen", type=int, default=None)
+    ap.add_argument("--profiler", action="store_true", help="also run torch.profiler (slow)")
     a = ap.parse_args(argv)
     big = a.shape == "7b"
     parts = set(a.parts.split(","))
@@ -355,10 +418,12 @@ def main(argv=None):
     if "vision" in parts:
         guarded("vision", lambda: bench_vision(model, processor, cfg, rows, log, 5 if big else 1))
     if "profile" in parts:
-        model = guarded("profile", lambda: bench_profile(model, processor, cfg, rows, log, a.out)) or model
+        model = guarded("profile", lambda: bench_profile(model, processor, cfg, rows, log, a.out,
+                                                         a.profiler)) or model
     fast.use_grouped_vision_attention(model)  # what load_model does under SDPA
-    variants = {"default": "default", "40gb": (1, 24, True), "bs2": (2, 12, False),
+    variants = {"default": "default", "40gb": "40gb", "bs2": (2, 12, False),
                 "bs1_ga24": (1, 24, False), "bs4_ckpt": (4, 6, True), "bs2_ckpt": (2, 12, True),
+                "bs2_ckpt2": (2, 12, 2), "bs3_ckpt2": (3, 8, 2), "bs3_ckpt": (3, 8, True),
                 "tutorial_batch": (3, 8, True), "bs3": (3, 8, False)}
     from tableqa_helpers.tiers import apply_tier_a, apply_tier_b
 
@@ -367,6 +432,10 @@ def main(argv=None):
             continue
         apply = apply_tier_a if tier == "a" else apply_tier_b
         pm = apply(model, cfg)
+        if tier == "a" and "profile_ours" in parts:
+            for bs in (1, 2):
+                guarded("profile_ours", lambda: profile_ours(pm, processor, cfg, rows, log, a.out,
+                                                             bs, a.profiler and bs == 1))
         for name in names.split(","):
             run_training(pm, processor, cfg, tier, name, variants[name], warm_rows, rows, epochs,
                          log, stats, fa if tier == "a" else fb)

@@ -72,7 +72,9 @@ def build(out: Path) -> str:
             if r["part"] != f"tier_{tier}":
                 continue
             what = f"ours Tier {tier.upper()} {r['variant']} ({r['preset']})"
-            setting = f"{r['batch_size']} x {r['grad_accum']}, {'yes' if r['checkpointing'] else 'no'}"
+            ck = r["checkpointing"]
+            ck = "no" if not ck else ("yes" if ck is True else f"every {ck}nd block")
+            setting = f"{r['batch_size']} x {r['grad_accum']}, {ck}"
             if r.get("error"):
                 lines.append(f"| {what} | {setting} | {r['error'][:60]} | | {_f(r.get('peak_alloc_gib'), 1)} | | |")
                 continue
@@ -101,11 +103,18 @@ def build(out: Path) -> str:
         lines += ["", f"vision tower forward, 3 images ({vis['patches']} patches), no_grad: stock per-window "
                   f"SDPA {vis['stock_s']} s, grouped {vis['grouped_s']} s ({vis['speedup']}x; relative "
                   f"difference {vis['rel_diff']:.1e})"]
+    for r in ours:
+        if r["part"] == "profile_ours" and not r.get("error"):
+            lines += ["", f"our Tier A micro-batch of {r['batch_size']} ({r['tokens']} tokens), bf16 autocast: "
+                      f"fwd+bwd {r['hit_fwd_bwd_s']} s with cached vision, {r['miss_fwd_bwd_s']} s computing it; "
+                      f"forward only {r['hit_fwd_nograd_s']} s"
+                      + (f"; profiled: GPU kernels busy {r['gpu_busy_s']} s" if "gpu_busy_s" in r else "")]
     prof = next((r for r in ours if r["part"] == "profile" and not r.get("error")), None)
     if prof:
         lines += ["", "tutorial Tier A micro-batch (3 samples, its LoRA targets, checkpointing + input-grad "
                   f"hooks, full logits): {prof['step_stock_s']} s with stock attention, "
-                  f"{prof['step_grouped_s']} s with grouped attention; its vision tower with a graph "
+                  f"{prof['step_grouped_s']} s with grouped attention ({prof.get('step_stock_nocudnn_s', '-')} s / "
+                  f"{prof.get('step_grouped_nocudnn_s', '-')} s without cuDNN attention); its vision tower with a graph "
                   f"(fwd+bwd) {prof['vision_fwd_bwd_stock_s']} s stock / {prof['vision_fwd_bwd_grouped_s']} s grouped, "
                   f"no_grad {prof['vision_nograd_stock_s']} s / {prof['vision_nograd_grouped_s']} s; "
                   f"profiled step: GPU kernels busy {prof.get('gpu_busy_s', '-')} s, "

@@ -27,7 +27,7 @@ def _strip_volatile(outputs):
     for o in outputs:
         o = dict(o)
         if "execution_count" in o:
-            o["execution_count"] = None
+            o["execution_count"] = 1
         o.pop("metadata", None) if o.get("output_type") == "stream" else None
         if "metadata" in o:
             o["metadata"] = {}
@@ -42,8 +42,10 @@ def clean(nb: dict) -> dict:
         cell.pop("id", None)
         cell["metadata"] = {k: v for k, v in cell.get("metadata", {}).items() if k in CELL_KEYS}
         if cell["cell_type"] == "code":
-            cell["execution_count"] = None
-            cell["outputs"] = _strip_volatile(cell.get("outputs", [])) if keeps_output(cell) else []
+            keep = keeps_output(cell) and cell.get("outputs")
+            # nbval treats a cell with outputs but no execution count as never run: give it 1
+            cell["execution_count"] = 1 if keep else None
+            cell["outputs"] = _strip_volatile(cell["outputs"]) if keep else []
     nb["nbformat"], nb["nbformat_minor"] = 4, 4
     return nb
 

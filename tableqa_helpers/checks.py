@@ -37,7 +37,7 @@ from .data import (MAX_ASPECT_RATIO, MIN_IMAGE_SIDE, REQUIRED_COLUMNS, SPLITS, D
 from .io import atomic_dir, atomic_write_json
 
 LEAK_ORDER = ("train", "validation", "test")  # a table in two splits is dropped from the earlier
-EXAMPLES = 3  # examples kept per problem kind and split in the printed table
+EXAMPLES = 3  # examples shown per problem kind in the printed table
 
 
 class DataCheckError(DataError):

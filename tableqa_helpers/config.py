@@ -89,6 +89,7 @@ class Config:
     scheduler: str = "cosine"  # transformers lr_scheduler_type
     logging_steps: int = 20  # optimizer steps between loss logs
     eval_steps: int = 100  # optimizer steps between evaluations (and checkpoints)
+    save_steps: int = 0  # extra checkpoints every N optimizer steps (0: only at evaluations)
     save_total_limit: int = 3  # checkpoints kept (the best one is always kept)
     early_stopping_patience: int = 2  # evaluations without improvement before stopping
     gradient_checkpointing: bool = True  # recompute activations to save memory
@@ -179,6 +180,9 @@ class Config:
                      "max_new_tokens", "gen_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.save_steps < 0:
+            raise ConfigError(f"save_steps must be >= 0 (0: checkpoint only at evaluations), "
+                              f"got {self.save_steps}")
         depth = vision_depth(self.model_id)
         if depth is not None and self.tier_b.last_n_blocks > depth:
             raise ConfigError(f"tier_b.last_n_blocks={self.tier_b.last_n_blocks} but the vision tower "

@@ -21,6 +21,14 @@ LoRA inside these modules) and on the CPU. `use_stock_vision_attention(model)` u
 `model.load_model` installs it when the attention backend is SDPA and
 ``cfg.vision_attention == "grouped"`` (the default).
 
+Attention kernels
+-----------------
+On Hopper, PyTorch's SDPA picks cuDNN attention first. cuDNN builds an execution graph for every
+new shape (hundreds of milliseconds each), and our shapes change all the time: every sample has
+its own length, every image its own window counts, every decoding step one more key. Inside
+`sdpa_without_cudnn()` SDPA chooses among the flash, memory-efficient and math kernels instead
+(same function, kernel rounding aside). `train.fast_loss` and `infer.generate_batch` use it.
+
 GPU presets
 -----------
 `gpu_preset(cfg)` picks micro-batch, accumulation, gradient checkpointing and generation batch
@@ -29,6 +37,7 @@ for the card (``cfg.gpu``: "auto" reads the card's memory), keeping the global b
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 import types
 from dataclasses import dataclass
@@ -37,6 +46,17 @@ import torch
 import torch.nn.functional as F
 
 VISION_ATTENTION_CLASSES = ("Qwen2_5_VLVisionAttention",)
+
+
+# ---- SDPA backends ---------------------------------------------------------------------------
+def sdpa_without_cudnn():
+    """Context in which SDPA does not use cuDNN attention (see the module doc); a no-op on CPU."""
+    if not torch.cuda.is_available():
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
+                        SDPBackend.MATH])
 
 
 # ---- grouped window attention ----------------------------------------------------------------
@@ -157,7 +177,8 @@ def grouped_vision_attention_active(model) -> bool:
 
 # ---- GPU presets ----------------------------------------------------------------------------
 # Chosen from bench/RESULTS.md (H100 80GB, 7B shape, ~2,700 tokens/sample). Global batch 24.
-# `train_a`/`train_b`: (micro-batch, grad_accum, gradient_checkpointing) per tier.
+# `train_a`/`train_b`: (micro-batch, grad_accum, checkpointing) per tier; checkpointing is False,
+# True (every decoder/vision block) or n (every n-th block: `train.enable_checkpointing`).
 GPU_PRESETS = {
     "80gb": dict(train_a=(1, 24, False), train_b=(2, 12, False), gen_batch_size=32,
                  eval_batch_size=2),
@@ -168,7 +189,7 @@ GPU_PRESETS = {
     "tutorial": dict(train_a=(3, 8, True), train_b=(3, 8, True), gen_batch_size=8,
                      eval_batch_size=4),
 }
-GPU_CHOICES = ("auto", "manual", *GPU_PRESETS)
+GPU_CHOICES = ("auto", "manual", *GPU_PRESETS)  # documentation; gpu_preset reads GPU_PRESETS
 
 
 def auto_preset(total_gib: float | None = None) -> str | None:
@@ -195,8 +216,9 @@ def gpu_preset(cfg, tier: str = "a", total_gib: float | None = None) -> dict:
     from .config import ConfigError
 
     choice = getattr(cfg, "gpu", "manual") or "manual"
-    if choice not in GPU_CHOICES:
-        raise ConfigError(f"gpu must be one of {', '.join(GPU_CHOICES)}, got {choice!r}")
+    if choice not in ("auto", "manual") and choice not in GPU_PRESETS:
+        raise ConfigError(f"gpu must be one of auto, manual, {', '.join(GPU_PRESETS)}, "
+                          f"got {choice!r}")
     name = auto_preset(total_gib) if choice == "auto" else choice
     if name in (None, "manual"):
         return dict(preset="manual", batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,

@@ -40,10 +40,13 @@ def generate_batch(model, processor, batch: dict, max_new_tokens: int) -> tuple[
 
     tok = processor.tokenizer
     stop = [tok.convert_tokens_to_ids("<|im_end|>"), tok.pad_token_id]
+    from .fast import sdpa_without_cudnn
+
     batch = {k: v.to(device()) for k, v in batch.items()}
-    out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                         eos_token_id=stop, pad_token_id=tok.pad_token_id, use_cache=True,
-                         temperature=None, top_p=None, top_k=None)
+    with sdpa_without_cudnn():  # cuDNN would build a graph per decoding step (fast.py)
+        out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
+                             num_beams=1, eos_token_id=stop, pad_token_id=tok.pad_token_id,
+                             use_cache=True, temperature=None, top_p=None, top_k=None)
     new = out[:, batch["input_ids"].shape[1]:]
     counts = []
     for row in new.tolist():
@@ -58,17 +61,22 @@ def predict(cfg: Config, stage: str, split: str = "test", limit: int | None = No
     """Generate answers for a split with a stage's model; resume where an earlier run stopped.
 
     Writes one JSON line per sample to `RUN/predictions/{split}/{stage}.jsonl` as soon as its
-    batch is done, so an interrupted run loses at most one batch.
+    batch is done, so an interrupted run loses at most one batch. A sample that cannot be used
+    (blank question, image that does not decode or is too small: see `checks.py`) is not
+    generated; it is listed with its reason in `{stage}.skipped.jsonl` beside the predictions.
     """
     from tqdm.auto import tqdm
 
     from .collate import GenerationCollator
     from .data import load_tableqa
 
-    rows = load_tableqa(cfg.dataset_id, split, limit=limit if limit is not None else cfg.test_limit)
+    rows = _undecoded(load_tableqa(cfg.dataset_id, split,
+                                   limit=limit if limit is not None else cfg.test_limit))
     out = output_path(cfg, stage, split)
-    done = {r["index"] for r in read_jsonl(out)}
+    skipped = out.with_name(f"{stage}.skipped.jsonl")
+    done = {r["index"] for r in read_jsonl(out)} | {r["index"] for r in read_jsonl(skipped)}
     _drop_torn_line(out)
+    _drop_torn_line(skipped)
     todo = [i for i in range(len(rows)) if i not in done]
     if not todo:
         return out
@@ -81,22 +89,51 @@ def predict(cfg: Config, stage: str, split: str = "test", limit: int | None = No
 
     per_call = gpu_preset(cfg)["gen_batch_size"]  # cfg.gen_batch_size unless a GPU preset is on
     for start in range(0, len(todo), per_call):
-        idx = todo[start:start + per_call]
-        samples = [rows[i] for i in idx]
-        t0 = time.perf_counter()
-        texts, counts = generate_batch(model, processor, collate(samples), cfg.max_new_tokens)
-        seconds = (time.perf_counter() - t0) / len(idx)
-        for i, s, text, n in zip(idx, samples, texts, counts):
-            row = {"index": i, "table_id": s["table_id"], "question": s["question"],
-                   "reference": s["answer"], "prediction": text, "stage": stage,
-                   "tokens": n, "seconds": round(seconds, 4)}
-            for extra in ("final_answer", "question_type"):
-                if extra in s:
-                    row[extra] = s[extra]
-            append_jsonl(out, row)
-        bar.update(len(idx))
+        batch = todo[start:start + per_call]
+        idx, samples = _usable(batch, [rows[i] for i in batch], cfg.system_prompt, skipped)
+        if idx:
+            t0 = time.perf_counter()
+            texts, counts = generate_batch(model, processor, collate(samples), cfg.max_new_tokens)
+            seconds = (time.perf_counter() - t0) / len(idx)
+            for i, s, text, n in zip(idx, samples, texts, counts):
+                row = {"index": i, "table_id": s["table_id"], "question": s["question"],
+                       "reference": s["answer"], "prediction": text, "stage": stage,
+                       "tokens": n, "seconds": round(seconds, 4)}
+                for extra in ("final_answer", "question_type"):
+                    if extra in s:
+                        row[extra] = s[extra]
+                append_jsonl(out, row)
+        bar.update(len(batch))
     bar.close()
     return out
+
+
+def _undecoded(ds):
+    """The split with images left as bytes: a broken image is then a DataError, not a crash."""
+    import datasets
+
+    feature = ds.features.get("image")
+    if isinstance(feature, datasets.Image) and feature.decode:
+        return ds.cast_column("image", datasets.Image(decode=False))
+    return ds
+
+
+def _usable(idx: list[int], samples: list[dict], system_prompt: str, skipped: Path):
+    """The samples a prompt can be built for; the others are logged to `skipped` with a reason."""
+    import logging
+
+    from .data import DataError, to_messages
+
+    keep = []
+    for i, s in zip(idx, samples):
+        try:
+            to_messages(s, system_prompt, with_answer=False)
+        except DataError as e:
+            logging.getLogger(__name__).warning("sample %d skipped: %s", i, e)
+            append_jsonl(skipped, {"index": i, "table_id": s.get("table_id"), "reason": str(e)})
+        else:
+            keep.append((i, s))
+    return [i for i, _ in keep], [s for _, s in keep]
 
 
 def _drop_torn_line(path: Path) -> None:

@@ -200,8 +200,47 @@ def forward_with_image_embeds(base, inputs: dict, image_embeds: list[torch.Tenso
         del base.get_image_features
 
 
+def _lora_layers(model) -> list:
+    """PEFT's LoRA layers of the model (found once, then remembered on the model object)."""
+    found = model.__dict__.get("_tableqa_lora_layers")
+    if found is None:
+        found = [m for m in model.modules() if hasattr(m, "cast_input_dtype_enabled")]
+        model.__dict__["_tableqa_lora_layers"] = found
+    return found
+
+
+class _NoLoraInputCast:
+    """Under autocast, stop PEFT from casting each LoRA input to the adapter's float32.
+
+    PEFT keeps adapters in float32 and casts every input up (a float32 copy of the activation per
+    adapted layer, 18,944 wide for down_proj), applies dropout there, then autocast casts it back
+    to bf16 for the matmul. bf16 -> float32 -> bf16 is exact, so skipping the round trip gives the
+    same matmul; only dropout's mask is drawn on the bf16 tensor (same distribution).
+    """
+
+    def __init__(self, model, active: bool):
+        self.layers = _lora_layers(model) if active else []
+
+    def __enter__(self):
+        for m in self.layers:
+            m.cast_input_dtype_enabled = False
+
+    def __exit__(self, *exc):
+        for m in self.layers:
+            m.cast_input_dtype_enabled = True
+
+
 def fast_loss(model, inputs: dict, cache: VisionCache | None = None) -> torch.Tensor:
     """The model's loss on a batch, computed with the savings described in the module doc."""
+    from .fast import sdpa_without_cudnn
+
+    ids = inputs["input_ids"]
+    autocast = ids.is_cuda and torch.is_autocast_enabled("cuda")
+    with sdpa_without_cudnn(), _NoLoraInputCast(model, autocast):
+        return _fast_loss(model, inputs, cache)
+
+
+def _fast_loss(model, inputs: dict, cache: VisionCache | None) -> torch.Tensor:
     inputs = dict(inputs)
     labels = inputs.pop("labels")
     keys = inputs.pop("image_keys", None)
@@ -253,8 +292,9 @@ def _trainer_class():
     return TableQATrainer
 
 
-def enable_checkpointing(model, enable: bool = True) -> None:
-    """Non-reentrant activation checkpointing of every decoder/vision block, or none.
+def enable_checkpointing(model, enable: bool | int = True) -> None:
+    """Non-reentrant activation checkpointing of every block (True), every n-th block (an int
+    n > 1: less recomputation, more memory), or none (False).
 
     transformers' own `gradient_checkpointing_enable` also calls `enable_input_require_grads`,
     which makes the vision tower's first output require grad, so a frozen tower builds a graph
@@ -275,6 +315,20 @@ def enable_checkpointing(model, enable: bool = True) -> None:
         net.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     if hasattr(net, "disable_input_require_grads"):
         net.disable_input_require_grads()
+    every = int(enable) if not isinstance(enable, bool) else 1
+    if every > 1:
+        from transformers.modeling_layers import GradientCheckpointingLayer
+
+        for stack in _block_lists(net):
+            for i, block in enumerate(stack):
+                if isinstance(block, GradientCheckpointingLayer):
+                    block.gradient_checkpointing = i % every == 0
+
+
+def _block_lists(net) -> list:
+    """The repeated block lists: language-model decoder layers and vision blocks."""
+    base = net.model
+    return [base.language_model.layers, base.visual.blocks]
 
 # ---- the stage -------------------------------------------------------------------------------
 def stage_paths(cfg: Config, tier: str) -> dict[str, Path]:
@@ -316,6 +370,7 @@ def make_trainer(model, processor, cfg: Config, tier: str, train_ds, eval_ds=Non
     from transformers import EarlyStoppingCallback, TrainingArguments
 
     from .fast import gpu_preset
+    from .resume import CompleteCheckpoints, min_save_total_limit
     from .model import torch_dtype
 
     tier_cfg = cfg.tier_a if tier == "a" else cfg.tier_b
@@ -336,8 +391,9 @@ def make_trainer(model, processor, cfg: Config, tier: str, train_ds, eval_ds=Non
         bf16=cuda and dtype == torch.bfloat16, fp16=cuda and dtype == torch.float16,
         logging_steps=cfg.logging_steps,
         eval_strategy="steps" if evaluate else "no", eval_steps=cfg.eval_steps,
-        save_strategy="steps" if evaluate else "no", save_steps=cfg.eval_steps,
-        save_total_limit=cfg.save_total_limit, load_best_model_at_end=evaluate,
+        # checkpoints at evaluations (and every cfg.save_steps: resume.CompleteCheckpoints)
+        save_strategy="steps", save_steps=cfg.eval_steps,
+        save_total_limit=min_save_total_limit(cfg.save_total_limit), load_best_model_at_end=evaluate,
         metric_for_best_model="eval_loss", greater_is_better=False,
         remove_unused_columns=False, label_names=["labels"], prediction_loss_only=True,
         dataloader_num_workers=workers, dataloader_pin_memory=cuda,
@@ -356,6 +412,7 @@ def make_trainer(model, processor, cfg: Config, tier: str, train_ds, eval_ds=Non
     if callbacks is None:
         callbacks = [EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience)] \
             if evaluate else []
+    callbacks = [*callbacks, CompleteCheckpoints(cfg.save_steps)]  # marks complete checkpoints
     trainer = _trainer_class()(
         model=model, args=TrainingArguments(**args), train_dataset=train_ds,
         eval_dataset=eval_ds, data_collator=collator, processing_class=processor,
@@ -381,6 +438,8 @@ def build_trainer(cfg: Config, tier: str, train_ds=None, eval_ds=None):
     processor = load_processor(cfg, paths["base"])
     model = load_model(cfg, paths["base"], trainable=True)
     model.config.use_cache = False
+    from transformers import set_seed
+    set_seed(cfg.seed)  # the adapter's random init (LoRA A) is part of a reproducible run
     model = apply_tier_a(model, cfg) if tier == "a" else apply_tier_b(model, cfg)
     if train_ds is None or eval_ds is None:
         ds = load_tableqa(cfg.dataset_id)
@@ -398,21 +457,28 @@ def train_tier(cfg: Config, tier: str = "a", resume: bool = True) -> dict:
 
     Re-running after an interruption resumes from the last complete checkpoint when `resume`.
     """
-    from transformers.trainer_utils import get_last_checkpoint
+    import tempfile
+
+    from .resume import prepare
 
     paths = stage_paths(cfg, tier)
     trainer = build_trainer(cfg, tier)
-    last = get_last_checkpoint(str(paths["checkpoints"])) if resume and paths["checkpoints"].exists() else None
-    result = trainer.train(resume_from_checkpoint=last)
-    with atomic_dir(paths["out"]) as tmp:
+    main = trainer.is_world_process_zero()  # under `accelerate launch`, only rank 0 writes
+    last = prepare(paths["checkpoints"], resume, main_process=main)  # last *complete* checkpoint
+    result = trainer.train(resume_from_checkpoint=str(last) if last else None)
+    # save_model is collective under FSDP: every rank calls it; only rank 0's folder is kept
+    with (atomic_dir(paths["out"]) if main else tempfile.TemporaryDirectory()) as tmp:
+        tmp = Path(tmp)
         trainer.save_model(str(tmp))
-        trainer.processing_class.save_pretrained(str(tmp))
-        atomic_write_json(tmp / "tableqa_config.json", cfg.to_dict())
+        if main:
+            trainer.processing_class.save_pretrained(str(tmp))
+            atomic_write_json(tmp / "tableqa_config.json", cfg.to_dict())
     summary = {"tier": tier, "train_loss": result.training_loss, "steps": result.global_step,
                "best_checkpoint": trainer.state.best_model_checkpoint,
                "best_eval_loss": trainer.state.best_metric, "adapter": str(paths["out"]),
                "log_history": trainer.state.log_history}
-    atomic_write_json(paths["log"], summary)
+    if main:
+        atomic_write_json(paths["log"], summary)
     return summary
 
 

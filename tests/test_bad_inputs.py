@@ -53,12 +53,14 @@ model, evaluation tables, reports, caches):
 37. SIGKILL in the middle of a folder write     -> previous folder intact; leftover removed
 38. a kill between the two renames of a folder swap -> previous folder restored on next use
 39. a torn last JSONL line (kill during an append to predictions) -> ignored, cut on resume
-40. judge endpoints that time out, return errors or malformed verdicts -> retried, then left
+40. an unusable test row at inference (broken image, blank question) -> not generated; listed
+    with its reason in predictions/{split}/{stage}.skipped.jsonl; the other rows are predicted
+41. judge endpoints that time out, return errors or malformed verdicts -> retried, then left
     out with the reason kept, verdicts obtained kept: tests/test_jury.py (not duplicated here)
 Safety:
-41. an API key planted in the judge's environment variable -> in no file of the run folder,
+42. an API key planted in the judge's environment variable -> in no file of the run folder,
     no log line, no output (predictions + evaluation + jury against a loopback server)
-42. the package source                          -> no trust_remote_code=True, every torch.load
+43. the package source                          -> no trust_remote_code=True, every torch.load
                                                    with weights_only=True, no pickle loads
 Config validation (unknown profile, N > vision depth, pixel budgets, learning rates, a run
 folder that is not writable, missing or pickled adapters): tests/test_config.py.
@@ -358,7 +360,7 @@ def test_collator_raises_a_data_error_never_a_crash(sample, error, match, proces
         TrainCollator(processor, tiny_cfg.system_prompt, tiny_cfg.max_length)([sample])
 
 
-# ---- 33-39: faults while writing -------------------------------------------------------------
+# ---- 33-40: faults while writing, and unusable rows at inference -------------------------
 def _enospc(*args, **kwargs):
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
@@ -498,7 +500,28 @@ def test_torn_jsonl_line_is_ignored_and_cut_on_resume(tmp_path):
     assert [r["index"] for r in read_jsonl(out)] == [0, 1, 2]
 
 
-# ---- 41: a planted API key -------------------------------------------------------------------
+def test_inference_skips_unusable_test_rows_with_a_reason(tmp_path, standins, model, processor):
+    import datasets
+
+    from tableqa_helpers.infer import predict
+
+    data = tmp_path / "ds"
+    rows = [_row(table_id="ok0"), _row(table_id="bad1", image=_img(GOOD_PNG[:300])),
+            _row(table_id="bad2", question="  "), _row(table_id="ok3")]
+    datasets.DatasetDict({"test": _split(rows)}).save_to_disk(str(data))
+    base = get_config("tiny", root=str(standins))
+    cfg = get_config("tiny", root=str(tmp_path), model_id=base.model_id, dataset_id=str(data),
+                     max_new_tokens=4, gen_batch_size=4)
+    out = predict(cfg, "base", "test", model=model, processor=processor, progress=False)
+    assert [r["table_id"] for r in read_jsonl(out)] == ["ok0", "ok3"]
+    skipped = read_jsonl(out.with_name("base.skipped.jsonl"))
+    assert [(r["index"], r["table_id"]) for r in skipped] == [(1, "bad1"), (2, "bad2")]
+    assert "does not decode" in skipped[0]["reason"] and "question" in skipped[1]["reason"]
+    predict(cfg, "base", "test", model=model, processor=processor, progress=False)  # resume
+    assert len(read_jsonl(out)) == 2 and len(read_jsonl(out.with_name("base.skipped.jsonl"))) == 2
+
+
+# ---- 42: a planted API key -------------------------------------------------------------------
 SECRET = "sk-tqa-planted-9f8e7d6c5b4a"
 KEY_ENV = "TQA_BAD_INPUTS_JUDGE_KEY"
 
@@ -570,7 +593,7 @@ def test_planted_key_is_in_no_file_log_or_output(tmp_path, standins, model, proc
     assert SECRET not in json.dumps(summary)
 
 
-# ---- 42: the package source ------------------------------------------------------------------
+# ---- 43: the package source ------------------------------------------------------------------
 def _calls(tree):
     for node in ast.walk(tree):
         if isinstance(node, ast.Call):

@@ -97,19 +97,16 @@ def test_cli_check_data_exit_codes(base_cfg, planted, processor, tmp_path, capsy
 
 def test_clean_split_drops_exactly_the_rejected_rows(base_cfg, planted, planted_report, processor,
                                                      tmp_path):
-    from tableqa_helpers.collate import TrainCollator
-
     cfg = _cfg(base_cfg, tmp_path, planted[0])
     ds = load_tableqa(cfg.dataset_id)
     train, report = clean_split(ds["train"], processor, cfg, "train", progress=False)
     planted_train = sorted(i for where in planted[1].values() for s, i in where if s == "train")
     assert report.rejected("train") == planted_train == planted_report[1].rejected("train")
     assert len(train) == 100 - len(planted_train)
+    assert train["table_id"] == [ds["train"][i]["table_id"] for i in range(100)
+                                 if i not in planted_train]
+    assert min(train["length"]) > 64  # token counts, for batching by length
     assert (cfg.run_dir / "logs" / "data_train.json").exists()
-    # training never meets a rejected sample: every kept row decodes and collates
-    collate = TrainCollator(processor, cfg.system_prompt, cfg.max_length)
-    for start in range(0, len(train), 16):
-        collate([train[i] for i in range(start, min(start + 16, len(train)))])
     validation, report = clean_split(ds["validation"], processor, cfg, "validation", progress=False)
     assert report.found() == {"missing_field": [("validation", 0)],
                               "split_leak_image": [("validation", 1)]}
@@ -158,3 +155,23 @@ def test_image_memo_skips_decoding_and_follows_the_bomb_limit(base_cfg, planted,
         memo.inspect(value)
     assert e.value.kind == "image_too_large"
 
+
+
+def test_trainer_never_meets_a_rejected_sample(base_cfg, planted, tmp_path, monkeypatch):
+    """build_trainer on the planted copy: every batch of both dataloaders collates."""
+    import inspect
+
+    from tableqa_helpers import train
+
+    if "clean_split" not in inspect.getsource(train.build_trainer):  # until train.py calls it
+        monkeypatch.setattr(train, "filter_long", lambda ds, processor, cfg, where="train":
+                            clean_split(ds, processor, cfg, where, progress=False)[0])
+    cfg = _cfg(base_cfg, tmp_path, planted[0], train_limit=None, eval_limit=None)
+    trainer = train.build_trainer(cfg, "a")
+    planted_ids = {s: sorted(i for where in planted[1].values() for sp, i in where if sp == s)
+                   for s in ("train", "validation")}
+    assert len(trainer.train_dataset) == 100 - len(planted_ids["train"])
+    assert len(trainer.eval_dataset) == 20 - len(planted_ids["validation"])
+    seen = sum(len(b["input_ids"]) for b in trainer.get_train_dataloader())
+    seen += sum(len(b["input_ids"]) for b in trainer.get_eval_dataloader())
+    assert seen == len(trainer.train_dataset) + len(trainer.eval_dataset)

@@ -14,8 +14,8 @@ import torch
 from tableqa_helpers import fast
 from tableqa_helpers.collate import TrainCollator
 from tableqa_helpers.config import ConfigError, get_config
-from tableqa_helpers.train import (VisionCache, _inner, enable_checkpointing, fast_loss,
-                                   forward_with_image_embeds)
+from tableqa_helpers.train import (VisionCache, _inner, _NoLoraInputCast, enable_checkpointing,
+                                   fast_loss, forward_with_image_embeds)
 
 TOL = dict(rtol=1e-4, atol=1e-5)
 
@@ -152,6 +152,38 @@ def test_checkpointing_same_math_and_no_input_grad_hooks(tiny_cfg, processor, da
     _same(_loss_and_grads(model, lambda: fast_loss(model, batch, None)), ref)
     enable_checkpointing(model, False)
     assert not _checkpointing(net)
+    enable_checkpointing(model, 2)  # every 2nd block only
+    flags = [layer.gradient_checkpointing for layer in net.model.language_model.layers]
+    assert flags[0] and not all(flags)
+    _same(_loss_and_grads(model, lambda: fast_loss(model, batch, None)), ref)
+    enable_checkpointing(model, False)
+
+
+def test_lora_input_cast_skipped_under_autocast_same_result(tiny_cfg, processor, dataset):
+    """bf16 model, float32 adapters (PEFT's default), autocast: with or without PEFT's cast."""
+    model = _model(tiny_cfg, "a").to(torch.bfloat16)
+    for name, p in model.named_parameters():
+        if "lora_" in name:
+            p.data = p.data.float()
+    batch = _batch(tiny_cfg, processor, dataset, keys=False)
+    batch["pixel_values"] = batch["pixel_values"].to(torch.bfloat16)
+    net = _inner(model)
+
+    def loss():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = net.model(**_plain(model, batch), use_cache=False).last_hidden_state
+        return out.float().pow(2).mean()
+
+    ref = _loss_and_grads(model, loss)
+    with _NoLoraInputCast(model, True):
+        assert not any(m.cast_input_dtype_enabled for m in model.modules()
+                       if hasattr(m, "cast_input_dtype_enabled"))
+        got = _loss_and_grads(model, loss)
+    assert all(m.cast_input_dtype_enabled for m in model.modules()
+               if hasattr(m, "cast_input_dtype_enabled"))
+    torch.testing.assert_close(got[0], ref[0], rtol=0, atol=0)
+    for name in ref[1]:
+        torch.testing.assert_close(got[1][name], ref[1][name], rtol=0, atol=0, msg=name)
 
 
 def _checkpointing(net) -> bool:

@@ -1,0 +1,186 @@
+"""Checkpoints that survive a lost session, and resuming from the last complete one.
+
+transformers' Trainer writes a checkpoint folder ``checkpoint-N`` file by file (adapter,
+optimizer, scheduler, RNG state of every process, trainer state with the data position and the
+loss log) and nothing says when the folder is whole: a session killed mid-write leaves a folder
+that `get_last_checkpoint` takes for a good one, and resuming from it fails or, worse, runs on
+torn state. Here a checkpoint counts only once `CompleteCheckpoints` has flushed every file to
+disk (fsync) and then written a ``COMPLETE`` marker (atomically: temporary file, fsync, rename)
+listing each file and its size. `last_complete_checkpoint` takes the newest folder whose marker
+exists and matches the files on disk; anything else is ignored (and removed by the main process).
+
+What this guarantees, whatever the moment of a kill or a full disk:
+- the marker is written last, so a half-written checkpoint is never taken for a complete one;
+- the Trainer deletes old checkpoints (``save_total_limit``) only after the new one's files are
+  written, and at least 2 are kept (`min_save_total_limit`), so the previous complete checkpoint
+  is still there until the new one is marked;
+- a step that overwrites an existing ``checkpoint-N`` (a re-run) first removes its marker.
+
+Checkpoint frequency: the Trainer checkpoints at every evaluation (``eval_steps``; with
+``load_best_model_at_end`` it requires save steps to be a multiple of eval steps), and the
+callback adds a checkpoint every ``cfg.save_steps`` optimizer steps (0: only at evaluations), so
+a preemptible session can checkpoint more often than it evaluates. Every checkpoint also closes
+a logging window, so the loss log of a resumed run is the one of an uninterrupted run.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import shutil
+from pathlib import Path
+
+from .io import _fsync_dir, atomic_write_json
+
+log = logging.getLogger(__name__)
+
+MARKER = "COMPLETE"
+PREFIX = "checkpoint"
+_NAME = re.compile(rf"{PREFIX}-(\d+)")
+MIN_SAVE_TOTAL_LIMIT = 2  # the previous complete checkpoint survives until the next is marked
+
+
+def min_save_total_limit(limit: int | None) -> int | None:
+    """`save_total_limit` raised to 2 (None or <= 0, meaning "keep all", is left alone)."""
+    if limit is None or limit <= 0:
+        return limit
+    return max(MIN_SAVE_TOTAL_LIMIT, limit)
+
+
+def checkpoint_dirs(folder: str | Path) -> list[tuple[int, Path]]:
+    """``(step, path)`` of every ``checkpoint-N`` folder in `folder`, oldest step first."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = []
+    for p in folder.iterdir():
+        m = _NAME.fullmatch(p.name)
+        if m and p.is_dir():
+            found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def _files(folder: Path) -> dict[str, int]:
+    """Relative path -> size of every file under `folder` except the marker."""
+    return {p.relative_to(folder).as_posix(): p.stat().st_size
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MARKER}
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def mark_complete(folder: str | Path, step: int | None = None) -> Path:
+    """Flush every file of a written checkpoint to disk, then write its ``COMPLETE`` marker.
+
+    The marker (written atomically) lists each file with its size; `is_complete` checks them.
+    """
+    folder = Path(folder)
+    files = _files(folder)
+    if not files:
+        raise FileNotFoundError(f"{folder} holds no files: nothing to mark complete")
+    for name in files:
+        _fsync_file(folder / name)
+    for sub in {(folder / name).parent for name in files}:
+        _fsync_dir(sub)
+    return atomic_write_json(folder / MARKER, {"step": step, "files": files})
+
+
+def unmark(folder: str | Path) -> None:
+    """Remove the marker of a checkpoint about to be (re)written."""
+    with contextlib.suppress(FileNotFoundError):
+        (Path(folder) / MARKER).unlink()
+
+
+def is_complete(folder: str | Path) -> bool:
+    """True when `folder` has a marker and every file it lists exists with the listed size."""
+    folder = Path(folder)
+    try:
+        files = json.loads((folder / MARKER).read_text(encoding="utf-8"))["files"]
+        return bool(files) and all((folder / name).stat().st_size == size
+                                   for name, size in files.items())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+
+
+def last_complete_checkpoint(folder: str | Path, clean: bool = True) -> Path | None:
+    """The newest complete checkpoint in `folder` (None if there is none).
+
+    Incomplete ones (a kill or a full disk while writing, a file lost since) are never
+    returned; with `clean` (the main process only, in multi-process runs) they are removed,
+    with a warning, so a later save of the same step starts from an empty folder.
+    """
+    found = None
+    for step, path in reversed(checkpoint_dirs(folder)):
+        if found is None and is_complete(path):
+            found = path
+        elif not is_complete(path) and clean:
+            log.warning("%s is incomplete (interrupted write); removing it", path)
+            shutil.rmtree(path, ignore_errors=True)
+    return found
+
+
+def prepare(folder: str | Path, resume: bool, main_process: bool = True) -> Path | None:
+    """The checkpoint to resume from; without `resume`, the old checkpoints are removed.
+
+    Removing them on a fresh start matters: a later resume must not pick an old run's
+    higher-numbered checkpoint over this run's.
+    """
+    folder = Path(folder)
+    if not resume:
+        if main_process and folder.exists():
+            log.warning("starting over: removing the checkpoints in %s", folder)
+            for _, path in checkpoint_dirs(folder):
+                shutil.rmtree(path, ignore_errors=True)
+        return None
+    return last_complete_checkpoint(folder, clean=main_process)
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def _callback_base():
+    from transformers import TrainerCallback
+
+    return TrainerCallback
+
+
+class CompleteCheckpoints(_callback_base()):
+    """Marks each checkpoint complete once all processes wrote it; adds saves every `save_steps`.
+
+    `save_steps` (0: none) adds checkpoints at multiples of it, on top of the Trainer's own
+    (at evaluations). A checkpoint step always logs the loss, so logging windows never straddle
+    a checkpoint and a resumed run logs the same losses as an uninterrupted one.
+    """
+
+    def __init__(self, save_steps: int = 0):
+        if save_steps < 0:
+            raise ValueError(f"save_steps must be >= 0, got {save_steps}")
+        self.save_steps = save_steps
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.save_steps and state.global_step % self.save_steps == 0:
+            control.should_save = True
+        if control.should_save:
+            control.should_log = True
+            if state.is_world_process_zero:
+                unmark(Path(args.output_dir) / f"{PREFIX}-{state.global_step}")
+        return control
+
+    def on_save(self, args, state, control, **kwargs):
+        _barrier()  # every process has written its part (its RNG state) before the marker
+        if state.is_world_process_zero:
+            mark_complete(Path(args.output_dir) / f"{PREFIX}-{state.global_step}",
+                          state.global_step)
+        _barrier()
+        return control
