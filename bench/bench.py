@@ -30,8 +30,8 @@ import traceback
 import torch
 
 from bench import tables
-from bench.common import (Log, build, card, cuda, env_int, flops_per_sample, mfu, peak_gib,
-                          reset_memory, step_timer, sync, versions)
+from bench.common import (Log, build, card, cuda, flops_per_sample, mfu, peak_gib, reset_memory,
+                          step_timer, sync, versions)
 from tableqa_helpers import fast
 from tableqa_helpers.collate import GenerationCollator, TrainCollator, count_tokens
 from tableqa_helpers.config import get_config
@@ -64,7 +64,7 @@ def token_stats(processor, cfg, rows) -> dict:
 
 
 # ---- vision tower ---------------------------------------------------------------------------
-def bench_vision(model, processor, cfg, rows, log, repeats):
+def bench_vision(model, processor, cfg, rows, log, repeats, out_dir=".", profile=False):
     collate = TrainCollator(processor, cfg.system_prompt, cfg.max_length)
     batch = collate(rows[:3])
     dev = "cuda" if cuda() else "cpu"
@@ -84,6 +84,18 @@ def bench_vision(model, processor, cfg, rows, log, repeats):
                 if i:
                     times.append(time.perf_counter() - t)
         out[mode] = (statistics.median(times), y.float())
+    if cuda() and profile:
+        try:
+            from torch.profiler import ProfilerActivity, profile as prof_ctx
+
+            with torch.no_grad(), prof_ctx(activities=[ProfilerActivity.CPU,
+                                                       ProfilerActivity.CUDA]) as prof:
+                visual(pv, grid_thw=grid)
+                sync()
+            with open(os.path.join(out_dir, "profile_vision_grouped.txt"), "w") as f:
+                f.write(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=25))
+        except Exception as e:
+            print("vision profile failed:", e)
     err = ((out["grouped"][1] - out["stock"][1]).norm() / out["stock"][1].norm()).item()
     log({"part": "vision", "images": 3, "patches": int(pv.shape[0]),
          "stock_s": round(out["stock"][0], 4), "grouped_s": round(out["grouped"][0], 4),
@@ -175,10 +187,9 @@ def bench_profile(model, processor, cfg, rows, log, out_dir, profiler=True):
     net.disable_input_require_grads()
     net.gradient_checkpointing_disable()
     base = pm.unload()
-    for attr in ("peft_config",):
-        if hasattr(base, attr):
-            delattr(base, attr)
-    del pm, batch
+    if hasattr(base, "peft_config"):
+        del base.peft_config
+    batch.clear()
     reset_memory()
     return base
 
@@ -229,7 +240,8 @@ def profile_ours(pm, processor, cfg, rows, log, out_dir, bs=1, profiler=True):
             rec["profile_error"] = f"{type(e).__name__}: {e}"[:200]
     pm.zero_grad(set_to_none=True)
     log(rec)
-    del batch, cache
+    batch.clear()
+    cache.items.clear()
     reset_memory()
 
 
@@ -370,26 +382,30 @@ def main(argv=None):
     ap.add_argument("--out", default=".bench_out")
     ap.add_argument("--parts", default="vision,profile,profile_ours,a,b,infer")
     ap.add_argument("--epoch-rows", type=int, default=None, help="rows per timed epoch")
+    ap.add_argument("--alt-rows", type=int, default=None,
+                    help="rows per epoch for the non-default variants (default: --epoch-rows)")
     ap.add_argument("--a-variants", default="default,40gb")
     ap.add_argument("--b-variants", default="default,40gb")
     ap.add_argument("--gen-batches", default="32")
     ap.add_argument("--max-new-tokens", type=int, default=None)
     ap.add_argument("--n-tutorial-gen", type=int, default=None)
-    ap.add_argument("--profiler", action="store_true", help="also run torch.profiler (slow)")
+    ap.add_argument("--profiler", action="store_true", help="torch.profiler on our micro-batch")
+    ap.add_argument("--profiler-tutorial", action="store_true",
+                    help="torch.profiler on the tutorial's micro-batch (slow: ~2 min at 7B)")
     a = ap.parse_args(argv)
     big = a.shape == "7b"
     parts = set(a.parts.split(","))
     log = Log(a.out, "ours")
     root = tempfile.mkdtemp(prefix="bench-root-")
     cfg = get_config("full" if big else "tiny", root=root)
-    cfg.dataloader_workers = min(8, max(0, (os.cpu_count() or 2) - 4)) if cuda() else 0
+    cfg.dataloader_workers = min(12, max(0, (os.cpu_count() or 2) - 3)) if cuda() else 0
     if not cuda():
         cfg.dtype = "float32"
     per_epoch = a.epoch_rows or (48 if big else 8)
     n_gen = max(int(x) for x in a.gen_batches.split(",")) * (2 if big else 1)
     t0 = time.perf_counter()
     workers = min(12, os.cpu_count() or 1) if big else 0  # rendered before CUDA starts
-    warm_rows = tables.rows(0, 24 if big else 4, workers=workers)
+    warm_rows = tables.rows(0, 8 if big else 4, workers=workers)
     rows = tables.rows(1000, per_epoch, workers=workers)
     gen_rows = tables.rows(2000, n_gen, workers=workers)
     render_s = time.perf_counter() - t0
@@ -416,10 +432,15 @@ def main(argv=None):
             reset_memory()
 
     if "vision" in parts:
-        guarded("vision", lambda: bench_vision(model, processor, cfg, rows, log, 5 if big else 1))
+        guarded("vision", lambda: bench_vision(model, processor, cfg, rows, log, 5 if big else 1,
+                                               a.out, a.profiler))
+    if "infer" in parts:
+        guarded("infer", lambda: bench_infer(
+            model, processor, cfg, gen_rows, log, a.max_new_tokens or (128 if big else 8),
+            a.n_tutorial_gen or (4 if big else 2), [int(x) for x in a.gen_batches.split(",")]))
     if "profile" in parts:
         model = guarded("profile", lambda: bench_profile(model, processor, cfg, rows, log, a.out,
-                                                         a.profiler)) or model
+                                                         a.profiler_tutorial)) or model
     fast.use_grouped_vision_attention(model)  # what load_model does under SDPA
     variants = {"default": "default", "40gb": "40gb", "bs2": (2, 12, False),
                 "bs1_ga24": (1, 24, False), "bs4_ckpt": (4, 6, True), "bs2_ckpt": (2, 12, True),
@@ -433,20 +454,17 @@ def main(argv=None):
         apply = apply_tier_a if tier == "a" else apply_tier_b
         pm = apply(model, cfg)
         if tier == "a" and "profile_ours" in parts:
-            for bs in (1, 2):
+            for bs in (1,):
                 guarded("profile_ours", lambda: profile_ours(pm, processor, cfg, rows, log, a.out,
                                                              bs, a.profiler and bs == 1))
         for name in names.split(","):
-            run_training(pm, processor, cfg, tier, name, variants[name], warm_rows, rows, epochs,
+            use = rows if name == "default" or not a.alt_rows else rows[:a.alt_rows]
+            run_training(pm, processor, cfg, tier, name, variants[name], warm_rows, use, epochs,
                          log, stats, fa if tier == "a" else fb)
         model = pm.unload()
         if hasattr(model, "peft_config"):
             del model.peft_config
         reset_memory()
-    if "infer" in parts:
-        guarded("infer", lambda: bench_infer(
-            model, processor, cfg, gen_rows, log, a.max_new_tokens or (128 if big else 8),
-            a.n_tutorial_gen or (4 if big else 2), [int(x) for x in a.gen_batches.split(",")]))
     print("DONE", card(), flush=True)
 
 

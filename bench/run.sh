@@ -40,3 +40,6 @@ for stage in $STAGES; do
     report) $PY -m bench.report --out "$OUT" ;;
   esac
 done
+# the device returns at most 8 files: bundle the raw logs and profiles
+( cd "$OUT" && shopt -s nullglob && files=(); for f in *.log profile_*.txt; do [ "$f" != run.log ] && files+=("$f"); done
+  [ ${#files[@]} -gt 0 ] && tar czf logs.tar.gz "${files[@]}" && rm -f "${files[@]}" )

@@ -56,6 +56,10 @@ def cmd_plan(args):
             vision = sum(v for k, v in counts.items() if k.startswith("vision"))
             title += f"\n  tutorial targets: {vision:,} of them sit in the vision tower"
         print(format_plan(counts, title) + "\n")
+    from .hardware import report  # the GPU plan: this GPU's, --gpu's, or every card class's
+    text = report(args.profile, args.set or [], args.gpu)
+    if text:
+        print(text)
 
 
 def cmd_train(args):
@@ -152,9 +156,12 @@ def main(argv=None):
     p = add("plan", cmd_plan, "trainable parameters per tier and component (meta device)")
     p.add_argument("--tier", choices=["a", "b"])
     p.add_argument("--seed-targets", action="store_true", help="Tier A with the tutorial's targets")
+    p.add_argument("--gpu", help="GPU plan for a card class (t4, p100, l4, a10g, a100-40, "
+                   "a100-80, h100) or all; default: this machine's GPU")
     p = add("train", cmd_train, "train a tier")
     p.add_argument("--tier", choices=["a", "b"], required=True)
-    p.add_argument("--no-resume", action="store_true", help="start over, ignoring checkpoints")
+    p.add_argument("--no-resume", action="store_true",
+                   help="start over (removes this tier's checkpoints)")
     add("merge", cmd_merge, "merge the Tier A adapter into the base model")
     p = add("predict", cmd_predict, "batched generation over a split")
     p.add_argument("--stage", choices=["base", "a", "merged", "b"], required=True)

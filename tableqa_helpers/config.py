@@ -98,6 +98,8 @@ class Config:
     vision_cache_disk_gb: float = 0.0  # Tier A: vision cache on disk (RUN/cache/vision), GiB; 0: off
     vision_attention: str = "grouped"  # SDPA vision windows: "grouped" (fast.py) or "stock"
     gpu: str = "manual"  # batch preset (fast.GPU_PRESETS): manual (fields as set), auto, 80gb...
+    quantize: str = "none"  # base weights: "none" (dtype) or "4bit" (QLoRA; needs bitsandbytes)
+    hardware: str = "none"  # GPU plan (hardware.py) for fields not set: none, auto, or t4, l4, h100...
     dataloader_workers: int = 2  # processes preparing batches
     max_new_tokens: int = 384  # generation length cap (answers are 40-150 words)
     gen_batch_size: int = 8  # samples per generate() call
@@ -176,6 +178,12 @@ class Config:
             raise ConfigError(f"tier_b.last_n_blocks must be >= 1, got {self.tier_b.last_n_blocks}")
         if self.dtype not in ("bfloat16", "float16", "float32"):
             raise ConfigError(f"dtype must be bfloat16, float16 or float32, got {self.dtype!r}")
+        from .hardware import CARDS, QUANTIZE
+        if self.quantize not in QUANTIZE:
+            raise ConfigError(f"quantize must be one of {', '.join(QUANTIZE)}, got {self.quantize!r}")
+        if self.hardware not in ("none", "auto", *CARDS):
+            raise ConfigError(f"hardware must be none, auto or one of {', '.join(CARDS)}, "
+                              f"got {self.hardware!r}")
         for name in ("batch_size", "eval_batch_size", "grad_accum", "max_length",
                      "max_new_tokens", "gen_batch_size"):
             if getattr(self, name) < 1:
@@ -272,7 +280,8 @@ def _tiny(**kw) -> Config:
 
 def _full(**kw) -> Config:
     """The real model and dataset with the tutorial's hyperparameters (a GPU with hub access)."""
-    return Config(profile="full", **{"gpu": "auto", "dataloader_workers": 4, **kw})
+    return Config(profile="full", **{"gpu": "auto", "hardware": "auto", "dataloader_workers": 4,
+                                     **kw})
 
 
 PROFILES = {"tiny": _tiny, "full": _full}
@@ -338,10 +347,14 @@ def get_config(profile: str | None = None, overrides: dict[str, Any] | None = No
     cfg = PROFILES[name]()
     if os.environ.get("TABLEQA_ROOT"):
         cfg.root = Path(os.environ["TABLEQA_ROOT"])
-    apply_overrides(cfg, {**(overrides or {}), **kwargs})
+    overrides = {**(overrides or {}), **kwargs}
+    apply_overrides(cfg, overrides)
     if cfg.use_standins:
         if cfg.model_id == HUB_MODEL:
             cfg.model_id = str(cfg.standin_dir / "tiny-qwen2.5-vl")
         if cfg.dataset_id == HUB_DATASET:
             cfg.dataset_id = str(cfg.standin_dir / "synthetic-visual-tableqa")
+    if cfg.hardware != "none":  # the GPU plan sets the fields the overrides did not
+        from .hardware import apply_plan
+        apply_plan(cfg, {key.replace("__", ".") for key in overrides})
     return cfg.validate()

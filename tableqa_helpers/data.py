@@ -120,7 +120,7 @@ def to_rgb(image: Any) -> Image.Image:
         if mode == "F" and arr.max() <= 1.0:
             hi = 1.0
         arr = np.clip(arr / hi * 255.0, 0, 255).astype(np.uint8)
-        return Image.fromarray(arr, "L").convert("RGB")
+        return Image.fromarray(arr).convert("RGB")  # 2-D uint8: mode L
     return image.convert("RGB")
 
 
@@ -161,7 +161,7 @@ def check_image_size(width: int, height: int) -> None:
                          "image_too_small")
     ratio = max(width, height) / min(width, height)
     if ratio > MAX_ASPECT_RATIO:
-        raise ImageError(f"image is {width}x{height}: aspect ratio {ratio:.0f} is over "
+        raise ImageError(f"image is {width}x{height}: aspect ratio {ratio:.1f} is over "
                          f"{MAX_ASPECT_RATIO}", "image_aspect_ratio")
 
 

@@ -42,12 +42,17 @@ def device_report() -> dict[str, object]:
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
         info.update(gpu=props.name, memory_gib=round(props.total_memory / 2 ** 30, 1),
-                    gpus=torch.cuda.device_count(), bf16=torch.cuda.is_bf16_supported(),
+                    gpus=torch.cuda.device_count(),
+                    bf16=torch.cuda.is_bf16_supported(including_emulation=False),  # native only
                     capability=".".join(map(str, torch.cuda.get_device_capability())))
     else:
         info.update(gpu="none (CPU)", bf16=False)
     info["flash_attn"] = flash_attn_usable()
     info["attention"] = attention_backend(get_config("full"))
+    if torch.cuda.is_available():  # what the full profile's GPU plan chooses here (hardware.py)
+        from .hardware import choose, detect
+        plan = choose(get_config("full", hardware="none"), detect())
+        info["plan"] = ", ".join(f"{k}={v}" for k, v in plan.fields.items())
     return info
 
 

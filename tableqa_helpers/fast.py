@@ -1,4 +1,4 @@
-"""Speed-ups that keep the math: grouped window attention for the vision tower, GPU presets.
+"""Speed-ups that keep the math: grouped window attention, SDPA kernels, GPU presets.
 
 Grouped window attention
 ------------------------
@@ -24,7 +24,7 @@ LoRA inside these modules) and on the CPU. `use_stock_vision_attention(model)` u
 Attention kernels
 -----------------
 On Hopper, PyTorch's SDPA picks cuDNN attention first. cuDNN builds an execution graph for every
-new shape (hundreds of milliseconds each), and our shapes change all the time: every sample has
+new shape (reported at hundreds of milliseconds), and our shapes change all the time: every sample has
 its own length, every image its own window counts, every decoding step one more key. Inside
 `sdpa_without_cudnn()` SDPA chooses among the flash, memory-efficient and math kernels instead
 (same function, kernel rounding aside). `train.fast_loss` and `infer.generate_batch` use it.
@@ -34,6 +34,8 @@ GPU presets
 `gpu_preset(cfg)` picks micro-batch, accumulation, gradient checkpointing and generation batch
 for the card (``cfg.gpu``: "auto" reads the card's memory), keeping the global batch
 ``batch_size * grad_accum`` at 24 as in the tutorial. Figures behind the presets: bench/RESULTS.md.
+`use_expandable_segments()` sets PyTorch's CUDA allocator to expandable segments (unless the user
+configured the allocator), since activation sizes change with every sample.
 """
 from __future__ import annotations
 
@@ -177,12 +179,15 @@ def grouped_vision_attention_active(model) -> bool:
 
 # ---- GPU presets ----------------------------------------------------------------------------
 # Chosen from bench/RESULTS.md (H100 80GB, 7B shape, ~2,700 tokens/sample). Global batch 24.
+# 80gb: micro-batch 1 without checkpointing peaks at 45 GiB (Tier A) / 42 GiB (Tier B); a
+# micro-batch of 2 was no faster and peaked at 75 GiB. 40gb: checkpointing every 2nd block,
+# 32 / 30 GiB. 24gb: every block (not measured: a guess; use 4-bit loading on such cards).
 # `train_a`/`train_b`: (micro-batch, grad_accum, checkpointing) per tier; checkpointing is False,
 # True (every decoder/vision block) or n (every n-th block: `train.enable_checkpointing`).
 GPU_PRESETS = {
-    "80gb": dict(train_a=(1, 24, False), train_b=(2, 12, False), gen_batch_size=32,
+    "80gb": dict(train_a=(1, 24, False), train_b=(1, 24, False), gen_batch_size=32,
                  eval_batch_size=2),
-    "40gb": dict(train_a=(1, 24, True), train_b=(1, 24, True), gen_batch_size=8,
+    "40gb": dict(train_a=(1, 24, 2), train_b=(1, 24, 2), gen_batch_size=8,
                  eval_batch_size=1),
     "24gb": dict(train_a=(1, 24, True), train_b=(1, 24, True), gen_batch_size=2,
                  eval_batch_size=1),
@@ -190,6 +195,26 @@ GPU_PRESETS = {
                      eval_batch_size=4),
 }
 GPU_CHOICES = ("auto", "manual", *GPU_PRESETS)  # documentation; gpu_preset reads GPU_PRESETS
+
+
+def use_expandable_segments() -> bool:
+    """Let PyTorch's CUDA allocator grow segments instead of caching odd-sized blocks.
+
+    Every sample has its own length, so activations change size at each micro-batch; with fixed
+    segments the cache fragments (64 GiB reserved for 45 GiB in use at the 7B shape). Applied
+    only when ``PYTORCH_CUDA_ALLOC_CONF`` (or ``PYTORCH_ALLOC_CONF``) is not set, so a user's
+    own setting wins. Process-wide; returns whether it was applied.
+    """
+    import os
+
+    if not torch.cuda.is_available() or os.environ.get("PYTORCH_CUDA_ALLOC_CONF") \
+            or os.environ.get("PYTORCH_ALLOC_CONF"):
+        return False
+    try:
+        torch.cuda.memory._set_allocator_settings("expandable_segments:True")
+    except Exception:  # an older or different allocator: keep the default
+        return False
+    return True
 
 
 def auto_preset(total_gib: float | None = None) -> str | None:

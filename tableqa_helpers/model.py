@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 
 import torch
@@ -10,8 +11,10 @@ from .config import Config
 
 
 def device() -> torch.device:
-    """The accelerator if there is one, else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """The accelerator if there is one (this process's GPU under `accelerate launch`), else the CPU."""
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
 
 
 def torch_dtype(cfg: Config) -> torch.dtype:
@@ -19,7 +22,7 @@ def torch_dtype(cfg: Config) -> torch.dtype:
     want = getattr(torch, cfg.dtype)
     if not torch.cuda.is_available():
         return torch.float32 if want == torch.float16 else want
-    if want == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+    if want == torch.bfloat16 and not torch.cuda.is_bf16_supported(including_emulation=False):
         return torch.float16
     return want
 
@@ -74,15 +77,21 @@ def load_model(cfg: Config, path: str | Path | None = None, adapter: str | Path 
                trainable: bool = False):
     """Qwen2.5-VL from `path` (default: the config's model) in the config's dtype, on the device.
 
-    With `adapter`, a saved PEFT adapter is attached (frozen unless `trainable`).
+    With `adapter`, a saved PEFT adapter is attached (frozen unless `trainable`). With
+    ``cfg.quantize == "4bit"`` the language model's linear weights load in 4 bits (QLoRA;
+    `hardware.bnb_config`: bitsandbytes is imported only then).
     """
     from transformers import Qwen2_5_VLForConditionalGeneration
 
     backend = attention_backend(cfg)
+    quantized = {}
+    if getattr(cfg, "quantize", "none") == "4bit":
+        from .hardware import bnb_config
+        quantized = {"quantization_config": bnb_config(cfg)}
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
         str(path or cfg.model_id), dtype=torch_dtype(cfg),
         attn_implementation=backend, use_safetensors=True,
-        device_map={"": str(device())} if torch.cuda.is_available() else None)
+        device_map={"": str(device())} if torch.cuda.is_available() else None, **quantized)
     speed_up(model, cfg, backend)
     if adapter is not None:
         from peft import PeftModel

@@ -11,9 +11,15 @@ TIER_COLORS = {"base": "#9e9e9e", "a": "#1f77b4", "merged": "#17becf", "b": "#d6
 
 
 def _save(fig, path):
+    """Write the figure atomically (PNG unless the suffix says otherwise) and return it."""
     if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=120, bbox_inches="tight")
+        import io
+
+        from .io import atomic_write_bytes
+
+        buf = io.BytesIO()
+        fig.savefig(buf, dpi=120, bbox_inches="tight", format=Path(path).suffix.lstrip(".") or "png")
+        atomic_write_bytes(path, buf.getvalue())
     return fig
 
 

@@ -32,6 +32,10 @@ import re
 import shutil
 from pathlib import Path
 
+import torch
+from transformers import TrainerCallback
+from transformers.trainer_pt_utils import LengthGroupedSampler
+
 from .io import _fsync_dir, atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -142,6 +146,34 @@ def prepare(folder: str | Path, resume: bool, main_process: bool = True) -> Path
     return last_complete_checkpoint(folder, clean=main_process)
 
 
+def epoch_seeded(sampler, seed: int):
+    """The Trainer's sampler, made to draw each epoch's order from ``(seed, epoch)`` alone.
+
+    transformers' `LengthGroupedSampler` (``group_by_length``) shuffles with the global RNG at
+    the start of each epoch; a run resumed in its second epoch has a different global RNG
+    there, so it would see the batches in another order than the uninterrupted run. Its
+    replacement keeps a generator re-seeded with ``seed + epoch`` by ``set_epoch`` (which the
+    Trainer calls through accelerate every epoch, also after skipping the trained batches).
+    Other samplers are returned as they are (the default random sampler is accelerate's
+    seedable one already).
+    """
+    if type(sampler) is not LengthGroupedSampler:
+        return sampler
+    return EpochLengthGroupedSampler(sampler.batch_size, sampler.lengths, seed)
+
+
+class EpochLengthGroupedSampler(LengthGroupedSampler):
+    """`LengthGroupedSampler` whose order depends only on ``seed + epoch`` (see `epoch_seeded`)."""
+
+    def __init__(self, batch_size: int, lengths: list[int], seed: int):
+        super().__init__(batch_size, lengths=lengths, generator=torch.Generator())
+        self.seed = seed
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.generator.manual_seed(self.seed + epoch)
+
+
 def _barrier() -> None:
     import torch.distributed as dist
 
@@ -149,13 +181,7 @@ def _barrier() -> None:
         dist.barrier()
 
 
-def _callback_base():
-    from transformers import TrainerCallback
-
-    return TrainerCallback
-
-
-class CompleteCheckpoints(_callback_base()):
+class CompleteCheckpoints(TrainerCallback):
     """Marks each checkpoint complete once all processes wrote it; adds saves every `save_steps`.
 
     `save_steps` (0: none) adds checkpoints at multiples of it, on top of the Trainer's own

@@ -16,7 +16,7 @@ from collections import OrderedDict
 
 import torch
 
-from .config import Config, TierConfig
+from .config import Config, ConfigError, TierConfig
 
 # The tutorial's Tier A target list, kept to show what it really hits.
 SEED_TARGETS = ["q_proj", "v_proj", "k_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
@@ -45,7 +45,7 @@ def tier_b_targets(model, last_n: int = 4, include_merger: bool = False) -> str:
     """PEFT `target_modules` for Tier B: attn.qkv/attn.proj of the last `last_n` vision blocks."""
     blocks = vision_block_indices(model)
     if last_n > len(blocks):
-        raise ValueError(f"tier_b.last_n_blocks={last_n} but the vision tower has only "
+        raise ConfigError(f"tier_b.last_n_blocks={last_n} but the vision tower has only "
                          f"{len(blocks)} blocks")
     chosen = "|".join(str(i) for i in blocks[-last_n:])
     pattern = rf"model\.visual\.blocks\.({chosen})\.attn\.(qkv|proj)"

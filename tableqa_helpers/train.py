@@ -17,12 +17,22 @@ math (`tests/test_fast.py` compares loss and gradients with the plain step):
   full dataset set ``vision_cache_gb`` to what your RAM allows and/or ``vision_cache_disk_gb``
   (files under RUN/cache/vision/<model fingerprint>; ~165 GB for the whole train split);
 - the vision tower's windowed attention runs grouped (`fast.py`) when flash-attn is absent;
+- SDPA avoids cuDNN attention, which builds a graph for every new shape (`fast.py`);
+- under autocast, PEFT's float32 round trip of every LoRA input is skipped (`_NoLoraInputCast`:
+  bf16 -> float32 -> bf16 is exact, the matmul is the same);
 - gradient checkpointing is enabled by us, without `enable_input_require_grads` (non-reentrant
-  checkpointing does not need it), and only where the GPU preset says memory needs it.
+  checkpointing does not need it), only where the GPU preset says memory needs it (every block,
+  or every n-th), and recomputation runs under the forward pass's settings;
+- the CUDA allocator uses expandable segments (`fast.use_expandable_segments`), the DataLoader
+  queues a whole accumulation window, and the NaN/Inf logging filter (a sync per micro-batch)
+  is off.
+Measured effect and what is left: bench/RESULTS.md.
 
 Batch settings come from `fast.gpu_preset` (``cfg.gpu``; "auto" picks by the card's memory, the
 global batch stays 24). The loss of a micro-batch is its labelled-token mean and the Trainer
-averages micro-batches, as in the tutorial (whose per-micro-batch means are over 3 samples).
+averages the micro-batches of a step, as in the tutorial; with the presets' micro-batch of 1
+every sample of the 24 weighs the same, where the tutorial's micro-batches of 3 weigh samples by
+their answer length within each group of 3 (a small change of weighting, not of the global batch).
 """
 from __future__ import annotations
 
@@ -230,14 +240,53 @@ class _NoLoraInputCast:
             m.cast_input_dtype_enabled = True
 
 
+# What `fast_loss` switched on for its forward pass; checkpointed blocks recompute under the same
+# settings in the backward pass (`_recompute_like_forward`), else the recomputed tensors differ.
+_FORWARD_STATE = {"active": False, "no_lora_cast": False}
+
+
 def fast_loss(model, inputs: dict, cache: VisionCache | None = None) -> torch.Tensor:
     """The model's loss on a batch, computed with the savings described in the module doc."""
     from .fast import sdpa_without_cudnn
 
-    ids = inputs["input_ids"]
-    autocast = ids.is_cuda and torch.is_autocast_enabled("cuda")
-    with sdpa_without_cudnn(), _NoLoraInputCast(model, autocast):
-        return _fast_loss(model, inputs, cache)
+    device_type = inputs["input_ids"].device.type
+    no_cast = torch.is_autocast_enabled(device_type)
+    previous = dict(_FORWARD_STATE)
+    _FORWARD_STATE.update(active=True, no_lora_cast=no_cast)
+    try:
+        with sdpa_without_cudnn(), _NoLoraInputCast(model, no_cast):
+            return _fast_loss(model, inputs, cache)
+    finally:
+        _FORWARD_STATE.update(previous)
+
+
+class _Recompute:
+    """The forward pass's settings (SDPA backends, LoRA input casting), for a recomputation."""
+
+    def __init__(self, model, state: dict):
+        import contextlib
+
+        self.stack = contextlib.ExitStack()
+        self.model, self.state = model, state
+
+    def __enter__(self):
+        from .fast import sdpa_without_cudnn
+
+        if self.state["active"]:
+            self.stack.enter_context(sdpa_without_cudnn())
+            self.stack.enter_context(_NoLoraInputCast(self.model, self.state["no_lora_cast"]))
+        return self
+
+    def __exit__(self, *exc):
+        return self.stack.__exit__(*exc)
+
+
+def _recompute_like_forward(model):
+    """`context_fn` for torch.utils.checkpoint: nothing extra in the forward (the caller's
+    settings are on), the forward's settings again when the backward pass recomputes."""
+    import contextlib
+
+    return contextlib.nullcontext(), _Recompute(model, dict(_FORWARD_STATE))
 
 
 def _fast_loss(model, inputs: dict, cache: VisionCache | None) -> torch.Tensor:
@@ -286,8 +335,26 @@ def _trainer_class():
         vision_cache: VisionCache | None = None
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            loss = fast_loss(model, inputs, self.vision_cache)
+            # `fast_loss` runs as the forward of whatever wraps the model (DDP, FSDP: their
+            # forward synchronises gradients / gathers shards); the model's own instance
+            # `forward` (accelerate's autocast wrapper, if any) is put back afterwards
+            inner = self.accelerator.unwrap_model(model)
+            own = inner.__dict__.get("forward")
+            inner.forward = lambda **kw: fast_loss(inner, kw, self.vision_cache)
+            try:
+                loss = model(**inputs)
+            finally:
+                if own is None:
+                    del inner.forward
+                else:
+                    inner.forward = own
             return (loss, (loss,)) if return_outputs else loss
+
+        def _get_train_sampler(self, train_dataset=None):
+            from .resume import epoch_seeded  # each epoch's order from (seed, epoch): resumable
+
+            return epoch_seeded(super()._get_train_sampler(train_dataset),
+                                self.args.data_seed if self.args.data_seed is not None else self.args.seed)
 
     return TableQATrainer
 
@@ -308,7 +375,10 @@ def enable_checkpointing(model, enable: bool | int = True) -> None:
         if on:
             (net.activation_checkpointing_disable if new_api else net.gradient_checkpointing_disable)()
         return
-    kwargs = {"use_reentrant": False}
+    import functools
+
+    kwargs = {"use_reentrant": False,
+              "context_fn": functools.partial(_recompute_like_forward, model)}
     if new_api:
         net.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
     else:
@@ -369,7 +439,7 @@ def make_trainer(model, processor, cfg: Config, tier: str, train_ds, eval_ds=Non
     """
     from transformers import EarlyStoppingCallback, TrainingArguments
 
-    from .fast import gpu_preset
+    from .fast import gpu_preset, use_expandable_segments
     from .resume import CompleteCheckpoints, min_save_total_limit
     from .model import torch_dtype
 
@@ -398,14 +468,21 @@ def make_trainer(model, processor, cfg: Config, tier: str, train_ds, eval_ds=Non
         remove_unused_columns=False, label_names=["labels"], prediction_loss_only=True,
         dataloader_num_workers=workers, dataloader_pin_memory=cuda,
         dataloader_persistent_workers=workers > 0,
-        report_to=[], seed=cfg.seed, data_seed=cfg.seed, disable_tqdm=False)
-    if workers > 0:
-        args["dataloader_prefetch_factor"] = 2
+        report_to=[], seed=cfg.seed, data_seed=cfg.seed, disable_tqdm=False,
+        logging_nan_inf_filter=False)  # the filter reads the loss back each micro-batch (a sync)
+    if workers > 0:  # queue a whole accumulation window: the Trainer takes it all at once
+        args["dataloader_prefetch_factor"] = max(2, -(-preset["grad_accum"] // workers) + 1)
     if preset["batch_size"] > 1 and lengths:
         args["train_sampling_strategy"] = "group_by_length"  # less padding within a micro-batch
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under `accelerate launch` / torchrun
+        # every trainable (LoRA) weight is used in every step: no unused-parameter search;
+        # without a GPU, processes talk over gloo (the 2-process CPU test)
+        args.update(ddp_find_unused_parameters=False,
+                    **({} if cuda else {"use_cpu": True, "ddp_backend": "gloo"}))
     args.update(overrides)
     # checkpointing is set on the model, not through TrainingArguments (no input-grad hooks)
     enable_checkpointing(model, preset["gradient_checkpointing"])
+    use_expandable_segments()  # lengths vary per sample: avoid a fragmented allocator cache
     _inner(model).config.use_cache = False
     use_cache = tier == "a" and cfg.cache_vision and vision_frozen(model)
     collator = TrainCollator(processor, cfg.system_prompt, cfg.max_length, image_keys=use_cache)
@@ -413,8 +490,11 @@ def make_trainer(model, processor, cfg: Config, tier: str, train_ds, eval_ds=Non
         callbacks = [EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience)] \
             if evaluate else []
     callbacks = [*callbacks, CompleteCheckpoints(cfg.save_steps)]  # marks complete checkpoints
+    targs = TrainingArguments(**args)
+    if targs.n_gpu > 1:  # several GPUs seen by one process: use one (nn.DataParallel's replicas
+        targs._n_gpu = 1  # cannot run fast_loss); all of them with `accelerate launch` (docs/gpus.md)
     trainer = _trainer_class()(
-        model=model, args=TrainingArguments(**args), train_dataset=train_ds,
+        model=model, args=targs, train_dataset=train_ds,
         eval_dataset=eval_ds, data_collator=collator, processing_class=processor,
         callbacks=callbacks)
     if use_cache:
@@ -446,8 +526,9 @@ def build_trainer(cfg: Config, tier: str, train_ds=None, eval_ds=None):
         train_ds = ds["train"].select(range(min(cfg.train_limit or len(ds["train"]), len(ds["train"]))))
         eval_ds = ds["validation"].select(
             range(min(cfg.eval_limit or len(ds["validation"]), len(ds["validation"]))))
-    train_ds = filter_long(train_ds, processor, cfg, "train")
-    eval_ds = filter_long(eval_ds, processor, cfg, "validation")
+    from .checks import clean_split  # the dataset check: training never meets a rejected row
+    train_ds, _ = clean_split(train_ds, processor, cfg, "train")
+    eval_ds, _ = clean_split(eval_ds, processor, cfg, "validation")
     return make_trainer(model, processor, cfg, tier, train_ds, eval_ds,
                         output_dir=paths["checkpoints"])
 

@@ -53,14 +53,16 @@ model, evaluation tables, reports, caches):
 37. SIGKILL in the middle of a folder write     -> previous folder intact; leftover removed
 38. a kill between the two renames of a folder swap -> previous folder restored on next use
 39. a torn last JSONL line (kill during an append to predictions) -> ignored, cut on resume
-40. an unusable test row at inference (broken image, blank question) -> not generated; listed
+40. a kill while the Trainer saves a checkpoint -> resume from the last complete one:
+    tableqa_helpers/resume.py and tests/test_resume.py (not duplicated here)
+41. an unusable test row at inference (broken image, blank question) -> not generated; listed
     with its reason in predictions/{split}/{stage}.skipped.jsonl; the other rows are predicted
-41. judge endpoints that time out, return errors or malformed verdicts -> retried, then left
+42. judge endpoints that time out, return errors or malformed verdicts -> retried, then left
     out with the reason kept, verdicts obtained kept: tests/test_jury.py (not duplicated here)
 Safety:
-42. an API key planted in the judge's environment variable -> in no file of the run folder,
+43. an API key planted in the judge's environment variable -> in no file of the run folder,
     no log line, no output (predictions + evaluation + jury against a loopback server)
-43. the package source                          -> no trust_remote_code=True, every torch.load
+44. the package source                          -> no trust_remote_code=True, every torch.load
                                                    with weights_only=True, no pickle loads
 Config validation (unknown profile, N > vision depth, pixel budgets, learning rates, a run
 folder that is not writable, missing or pickled adapters): tests/test_config.py.
@@ -350,7 +352,7 @@ def test_every_special_and_added_token_is_escaped(standins, model, tiny_cfg):
     (_row(image=_table(), answer=" "), DataError, "answer is missing or empty"),
     (_row(image=None), DataError, "image is missing"),
     (_row(image=Image.new("RGB", (400, 20))), ImageError, "shorter than 28 px"),
-    (_row(image=Image.new("RGB", (6000, 28))), ImageError, "aspect ratio 214 is over 200"),
+    (_row(image=Image.new("RGB", (6000, 28))), ImageError, "aspect ratio 214.3 is over 200"),
     (_row(image=np.zeros((4, 5, 6, 7), dtype=np.uint8)), DataError, "must be HxW or HxWx"),
     (_row(image=_img(b"")), ImageError, "zero bytes"),
     (_row(image=_table(), answer=LONG), SampleTooLongError, "more than max_length=1024"),
@@ -360,7 +362,7 @@ def test_collator_raises_a_data_error_never_a_crash(sample, error, match, proces
         TrainCollator(processor, tiny_cfg.system_prompt, tiny_cfg.max_length)([sample])
 
 
-# ---- 33-40: faults while writing, and unusable rows at inference -------------------------
+# ---- 33-41: faults while writing, and unusable rows at inference -------------------------
 def _enospc(*args, **kwargs):
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
@@ -521,7 +523,7 @@ def test_inference_skips_unusable_test_rows_with_a_reason(tmp_path, standins, mo
     assert len(read_jsonl(out)) == 2 and len(read_jsonl(out.with_name("base.skipped.jsonl"))) == 2
 
 
-# ---- 42: a planted API key -------------------------------------------------------------------
+# ---- 43: a planted API key -------------------------------------------------------------------
 SECRET = "sk-tqa-planted-9f8e7d6c5b4a"
 KEY_ENV = "TQA_BAD_INPUTS_JUDGE_KEY"
 
@@ -593,7 +595,7 @@ def test_planted_key_is_in_no_file_log_or_output(tmp_path, standins, model, proc
     assert SECRET not in json.dumps(summary)
 
 
-# ---- 43: the package source ------------------------------------------------------------------
+# ---- 44: the package source ------------------------------------------------------------------
 def _calls(tree):
     for node in ast.walk(tree):
         if isinstance(node, ast.Call):

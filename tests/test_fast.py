@@ -159,6 +159,43 @@ def test_checkpointing_same_math_and_no_input_grad_hooks(tiny_cfg, processor, da
     enable_checkpointing(model, False)
 
 
+def test_checkpointing_under_autocast_recomputes_like_forward(tiny_cfg, processor, dataset,
+                                                             monkeypatch):
+    """bf16 + autocast + float32 adapters: `fast_loss` skips PEFT's input cast in the forward;
+    checkpointed blocks must recompute the same way in the backward (else CheckpointError)."""
+    model = _model(tiny_cfg, "a").to(torch.bfloat16)
+    for name, p in model.named_parameters():
+        if "lora_" in name:
+            p.data = p.data.float()
+    batch = _batch(tiny_cfg, processor, dataset)
+    batch["pixel_values"] = batch["pixel_values"].to(torch.bfloat16)
+
+    def step():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return fast_loss(model, batch, None)
+
+    ref = _loss_and_grads(model, step)
+    import contextlib
+
+    entered = []
+
+    @contextlib.contextmanager
+    def spy():  # stands in for the (CUDA-only) SDPA backend choice; records where it is entered
+        entered.append(torch.is_grad_enabled())
+        yield
+
+    monkeypatch.setattr(fast, "sdpa_without_cudnn", spy)
+    for every in (True, 2):
+        enable_checkpointing(model, every)
+        entered.clear()
+        got = _loss_and_grads(model, step)  # backward runs outside fast_loss's contexts
+        assert len(entered) > 1  # once by fast_loss, again for each recomputed block
+        torch.testing.assert_close(got[0], ref[0], rtol=0, atol=0)
+        for name in ref[1]:
+            torch.testing.assert_close(got[1][name], ref[1][name], rtol=1e-2, atol=1e-3, msg=name)
+    enable_checkpointing(model, False)
+
+
 def test_lora_input_cast_skipped_under_autocast_same_result(tiny_cfg, processor, dataset):
     """bf16 model, float32 adapters (PEFT's default), autocast: with or without PEFT's cast."""
     model = _model(tiny_cfg, "a").to(torch.bfloat16)

@@ -1,0 +1,800 @@
+"""The GPU plan: detect the card, choose precision / quantization / batch preset / pixel budget,
+and estimate peak memory and time per epoch. Every choice can be overridden.
+
+Choices (`choose`), by card class (memory as torch reports it, GiB):
+- <= 17 GiB (T4, P100, ...) or no native bf16 (compute capability < 8.0): 4-bit QLoRA
+  (bitsandbytes NF4 with double quantization; the language model's linear layers only, the
+  vision tower and the head stay in the compute dtype), fp16 compute where bf16 is not native,
+  gradient checkpointing, and a smaller pixel budget (`SMALL_CARD_MAX_PIXELS`) to keep an epoch
+  within a session's reach;
+- 17-36 GiB (L4, A10G, RTX 4090/3090): bf16 LoRA with gradient checkpointing when the estimate
+  fits, else 4-bit QLoRA;
+- 36-70 GiB (A100 40GB, A6000): bf16 LoRA with checkpointing (preset "40gb");
+- >= 70 GiB (A100/H100 80GB): bf16 LoRA without checkpointing (preset "80gb").
+A choice whose estimate does not fit steps down: checkpointing, then 4-bit, then half the pixels.
+
+Peak memory (`estimate_memory`), per process, in bytes, for one micro-batch of the largest sample
+(image tokens = max_pixels / 28^2, plus `PEAK_TEXT_TOKENS` of text, `PEAK_LABELLED_TOKENS` of
+them labelled). The terms (c = bytes of the compute dtype, h/i/qd/kv = hidden, MLP, query and
+key/value widths of the language model, vh/vi the vision tower's, r the LoRA rank):
+- weights: all parameters x c; with 4-bit, the language model's linear weights at 4.127 bits
+  (NF4 + double-quantized absmax) and the rest x c;
+- LoRA: weights, gradients and AdamW's two moments, all fp32 (PEFT keeps adapters in fp32):
+  16 bytes per trainable parameter;
+- language-model activations per token and decoder layer, as autograd saves them (counted with
+  `torch.autograd.graph.saved_tensors_hooks` on a 7B-width layer, `tests/test_hardware.py`):
+  8h (both RMSNorms keep an fp32 copy) + 3c*i (gate, up, SiLU output) + 2c*qd + 2c*kv (rotated
+  q, attention output, k, v) + 4*heads (log-sum-exp); Tier A adds, per LoRA module, its fp32 copy
+  of the input (q, k, v, gate, up: h; o: qd; down: i) and 4r, and with dropout a 1-byte mask per
+  input element; the frozen base weights save nothing;
+  without checkpointing: layers x that; with it: layers x c*h (block inputs) + one layer's worth
+  (recomputed during backward);
+- vision: Tier A runs the tower without gradients (a transient of one block's tensors); Tier B
+  keeps, per patch and LoRA block, 8vh (RMSNorms) + 8vh (LoRA input copies) + 3c*vi + 4c*vh
+  (q, k, v, attention output) + 8 * head_dim (fp32 rotary tables) + ...;
+- merger, final norm and input embeddings per token, the loss head on the labelled tokens:
+  14 bytes x labelled tokens x vocabulary (bf16 logits, fp32 copy, log-softmax, its gradient);
+- 4-bit: twice the largest dequantized weight (i x h x c) as a transient.
+Not counted: the CUDA context and allocator slack (`fits` keeps `OVERHEAD_GIB` and `MARGIN`).
+
+Time per epoch (`estimate_time`): model FLOPs per sample (forward of every linear layer and
+attention, backward to the inputs through frozen weights, the recomputation of checkpointing,
+LoRA, the vision tower's forward, Tier B's vision backward) x samples / the card's assumed
+achievable FLOP/s (`CARDS`: datasheet dense peak x an assumed utilisation; x `QLORA_SPEED` for
+4-bit). These are assumptions, not measurements: see docs/gpus.md for what was measured.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+GIB = 2 ** 30
+PIXEL_UNIT = 28 * 28
+PEAK_TEXT_TOKENS = 400  # system prompt + question + longest answer + template, largest sample
+PEAK_LABELLED_TOKENS = 300  # longest answer (+ <|im_end|>) in tokens
+MEAN_TEXT_TOKENS = 250  # average text tokens of a sample (for time)
+MEAN_IMAGE_FILL = 0.95  # average image tokens / budget on Visual-TableQA (large table images)
+TRAIN_ROWS = 6590  # Visual-TableQA train split
+NF4_BITS = 4 + 8 / 64 + 32 / (64 * 256)  # 4-bit codes + 8-bit absmax per 64 + fp32 per 256 blocks
+QLORA_SPEED = 0.75  # assumed throughput of 4-bit (dequantize per matmul) relative to bf16/fp16
+OVERHEAD_GIB = 1.0  # CUDA context, cuBLAS workspace: outside torch's allocator statistics
+MARGIN = 1.10  # allocator fragmentation and estimate error
+SMALL_CARD_MAX_PIXELS = 1280 * PIXEL_UNIT  # pixel budget on 16 GB / no-bf16 cards
+QUANTIZE = ("none", "4bit")
+
+
+@dataclass(frozen=True)
+class Card:
+    """A GPU class: memory as torch reports it, native bf16, flash-attn 2 support, speed."""
+
+    name: str
+    label: str
+    memory_gib: float
+    capability: tuple[int, int]
+    peak_tflops: float  # datasheet dense bf16 (fp16 without bf16) tensor FLOP/s, in TFLOP/s
+    utilisation: float  # assumed fraction of the peak a LoRA step achieves (an assumption)
+
+    @property
+    def bf16(self) -> bool:
+        return self.capability >= (8, 0)
+
+    @property
+    def flash_attn(self) -> bool:  # flash-attn 2 needs Ampere or newer
+        return self.capability >= (8, 0)
+
+    @property
+    def tflops(self) -> float:
+        return self.peak_tflops * self.utilisation
+
+
+# Card classes the plan knows (Colab, Kaggle, common clouds). Utilisation figures are assumptions.
+CARDS = {c.name: c for c in (
+    Card("t4", "Tesla T4 16GB (Colab, Kaggle)", 14.7, (7, 5), 65.0, 0.30),
+    Card("p100", "Tesla P100 16GB (Kaggle)", 15.9, (6, 0), 18.7, 0.35),
+    Card("l4", "L4 24GB (Colab)", 22.0, (8, 9), 121.0, 0.35),
+    Card("a10g", "A10G 24GB (AWS)", 22.0, (8, 6), 70.0, 0.35),
+    Card("a100-40", "A100 40GB (Colab)", 39.4, (8, 0), 312.0, 0.40),
+    Card("a100-80", "A100 80GB", 79.1, (8, 0), 312.0, 0.40),
+    Card("h100", "H100 80GB SXM", 79.1, (9, 0), 989.0, 0.40),
+)}
+
+
+def detect() -> Card | None:
+    """The GPU of this process (its LOCAL_RANK under `accelerate launch`), or None on a CPU.
+
+    A known card keeps its assumed speed; another gets one from its generation.
+    """
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    index = int(os.environ.get("LOCAL_RANK", "0"))
+    props = torch.cuda.get_device_properties(index)
+    memory = props.total_memory / GIB
+    capability = (props.major, props.minor)
+    name = props.name.lower()
+    for key, words in (("h100", ("h100",)), ("a100-80", ("a100",)), ("a100-40", ("a100",)),
+                       ("l4", ("l4",)), ("a10g", ("a10",)), ("t4", ("t4",)), ("p100", ("p100",))):
+        known = CARDS[key]
+        if any(w in name for w in words) and abs(known.memory_gib - memory) < 8:
+            return dataclasses.replace(known, label=props.name, memory_gib=round(memory, 1),
+                                       capability=capability)
+    peak, util = (989.0, 0.40) if capability >= (9, 0) else (312.0, 0.40) if capability >= (8, 0) \
+        else (65.0, 0.30)
+    return Card(name.replace(" ", "-"), props.name, round(memory, 1), capability, peak, util)
+
+
+def card(name: str) -> Card:
+    """A known card class by name (see `CARDS`)."""
+    from .config import ConfigError
+
+    if name not in CARDS:
+        raise ConfigError(f"unknown GPU class {name!r} (hardware / --gpu); known: "
+                          f"{', '.join(CARDS)}")
+    return CARDS[name]
+
+
+# ---- the model's shape ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class Shape:
+    """What the estimates need of a Qwen2.5-VL config."""
+
+    layers: int
+    hidden: int
+    intermediate: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    vocab: int
+    tied: bool
+    v_depth: int
+    v_hidden: int
+    v_intermediate: int
+    v_heads: int
+    v_out: int
+    patch: int
+    merge: int
+    temporal: int
+    window: int
+    full_blocks: int
+
+    @classmethod
+    def of(cls, config) -> "Shape":
+        t, v = config.text_config, config.vision_config
+        head_dim = getattr(t, "head_dim", None) or t.hidden_size // t.num_attention_heads
+        return cls(layers=t.num_hidden_layers, hidden=t.hidden_size,
+                   intermediate=t.intermediate_size, heads=t.num_attention_heads,
+                   kv_heads=t.num_key_value_heads, head_dim=head_dim, vocab=t.vocab_size,
+                   tied=bool(getattr(config, "tie_word_embeddings", False)),
+                   v_depth=v.depth, v_hidden=v.hidden_size, v_intermediate=v.intermediate_size,
+                   v_heads=v.num_heads, v_out=v.out_hidden_size, patch=v.patch_size,
+                   merge=v.spatial_merge_size, temporal=v.temporal_patch_size,
+                   window=(v.window_size // v.patch_size) ** 2,
+                   full_blocks=len(v.fullatt_block_indexes))
+
+    @property
+    def q_dim(self) -> int:
+        return self.heads * self.head_dim
+
+    @property
+    def kv_dim(self) -> int:
+        return self.kv_heads * self.head_dim
+
+    @property
+    def merger_width(self) -> int:
+        return self.v_hidden * self.merge ** 2
+
+    def layer_linear(self) -> int:
+        """Weights of one decoder layer's linear layers (the 4-bit part)."""
+        h, i = self.hidden, self.intermediate
+        return h * self.q_dim + 2 * h * self.kv_dim + self.q_dim * h + 3 * h * i
+
+    def params(self) -> dict[str, int]:
+        """Parameters by part (what `meta_model` would count)."""
+        h, vh, vi, mw = self.hidden, self.v_hidden, self.v_intermediate, self.merger_width
+        layer_rest = self.q_dim + 2 * self.kv_dim + 2 * h  # q/k/v biases, two RMSNorms
+        block = 2 * vh + (vh * 3 * vh + 3 * vh) + (vh * vh + vh) + 2 * (vh * vi + vi) + (vi * vh + vh)
+        merger = vh + (mw * mw + mw) + (mw * self.v_out + self.v_out)
+        patch = 3 * self.temporal * self.patch ** 2 * vh
+        out = {"llm_linear": self.layers * self.layer_linear(),
+               "llm_other": self.layers * layer_rest + h,
+               "embed": self.vocab * h, "lm_head": 0 if self.tied else self.vocab * h,
+               "vision": self.v_depth * block + patch + merger}
+        out["total"] = sum(out.values())
+        return out
+
+    def lora_params(self, tier: str, r: int, last_n: int = 4, include_merger: bool = False) -> int:
+        """Trainable LoRA parameters of a tier (the `plan` table's totals)."""
+        h, i, qd, kv, mw = self.hidden, self.intermediate, self.q_dim, self.kv_dim, self.merger_width
+        merger = r * (2 * mw) + r * (mw + self.v_out)
+        if tier == "a":
+            per_layer = r * ((h + qd) + 2 * (h + kv) + (qd + h) + 3 * (h + i))
+            return self.layers * per_layer + merger
+        vh = self.v_hidden
+        return last_n * r * ((vh + 3 * vh) + 2 * vh) + (merger if include_merger else 0)
+
+
+def shape_of(cfg) -> Shape:
+    """The `Shape` of the config's model (local config.json, hub cache, or the public 7B values)."""
+    from .tiers import model_config
+
+    return Shape.of(model_config(cfg))
+
+
+# ---- the settings a plan is about -----------------------------------------------------------
+@dataclass
+class Settings:
+    """The knobs that drive memory and time (from a Config, a GPU preset, or a plan)."""
+
+    tier: str = "a"
+    quantize: str = "none"
+    dtype_bytes: int = 2
+    micro_batch: int = 1
+    grad_accum: int = 24
+    checkpointing: bool | int = True  # True: every block; n: every n-th block; False: none
+    max_pixels: int = 2560 * PIXEL_UNIT
+    lora_r: int = 16
+    lora_dropout: float = 0.05
+    last_n_blocks: int = 4
+    include_merger: bool = False
+    processes: int = 1
+
+    @property
+    def image_tokens(self) -> int:
+        return self.max_pixels // PIXEL_UNIT
+
+
+def settings_of(cfg, tier: str = "a", preset: dict | None = None) -> Settings:
+    """The Settings a config trains `tier` with (`preset`: its resolved GPU preset, if known)."""
+    from .fast import gpu_preset
+
+    preset = preset or gpu_preset(cfg, tier)
+    t = cfg.tier_a if tier == "a" else cfg.tier_b
+    return Settings(tier=tier, quantize=getattr(cfg, "quantize", "none"),
+                    dtype_bytes=4 if cfg.dtype == "float32" else 2,
+                    micro_batch=preset["batch_size"], grad_accum=preset["grad_accum"],
+                    checkpointing=preset["gradient_checkpointing"], max_pixels=cfg.max_pixels,
+                    lora_r=t.r, lora_dropout=t.dropout, last_n_blocks=cfg.tier_b.last_n_blocks,
+                    include_merger=cfg.tier_b.include_merger)
+
+
+# ---- peak memory ----------------------------------------------------------------------------
+def layer_bytes_per_token(s: Shape, st: Settings) -> int:
+    """Bytes autograd keeps per token for one decoder layer (see the module doc)."""
+    c, h, i, qd, kv = st.dtype_bytes, s.hidden, s.intermediate, s.q_dim, s.kv_dim
+    out = 8 * h + 3 * c * i + 2 * c * qd + 2 * c * kv + 4 * s.heads + 8
+    if st.tier == "a":
+        inputs = 5 * h + qd + i  # q, k, v, gate, up read h; o reads qd; down reads i
+        out += 4 * inputs + 7 * 4 * st.lora_r
+        if st.lora_dropout > 0:
+            out += inputs  # the dropout masks (1 byte an element on a GPU)
+    return out
+
+
+def vision_block_bytes_per_patch(s: Shape, st: Settings) -> int:
+    """Bytes autograd keeps per patch for one vision block with LoRA on attn.qkv / attn.proj."""
+    c, vh, vi = st.dtype_bytes, s.v_hidden, s.v_intermediate
+    out = 8 * vh + 8 * vh + 3 * c * vi + 4 * c * vh + 4 * s.v_heads + 2 * 4 * st.lora_r + 8
+    out += 8 * (vh // s.v_heads)  # the rotary cos/sin, cast to fp32 in every block
+    if st.lora_dropout > 0:
+        out += 2 * vh
+    return out
+
+
+def _stack(per_unit: int, units: int, count: int, width_bytes: int, ckpt: bool | int) -> int:
+    """Activations of `units` checkpointable blocks over `count` tokens/patches."""
+    if not ckpt:
+        return units * per_unit * count
+    every = 1 if ckpt is True else int(ckpt)
+    kept = -(-units // every)  # checkpointed blocks (0, n, 2n, ...) keep only their input
+    return (kept * width_bytes + (units - kept) * per_unit + per_unit) * count
+
+
+def estimate_memory(s: Shape, st: Settings, text_tokens: int = PEAK_TEXT_TOKENS,
+                    labelled_tokens: int = PEAK_LABELLED_TOKENS,
+                    image_tokens: int | None = None) -> dict[str, int]:
+    """Peak memory of one training process, by term, in bytes (see the module doc).
+
+    Defaults: the largest sample (an image filling the budget, `PEAK_TEXT_TOKENS` of text);
+    pass a measured sample's counts to compare with a measurement.
+    """
+    c = st.dtype_bytes
+    p = s.params()
+    if st.quantize == "4bit":
+        weights = math.ceil(p["llm_linear"] * NF4_BITS / 8) + (p["total"] - p["llm_linear"]) * c
+    else:
+        weights = p["total"] * c
+    lora = 16 * s.lora_params(st.tier, st.lora_r, st.last_n_blocks, st.include_merger)
+    image_tokens = (st.image_tokens if image_tokens is None else image_tokens) * st.micro_batch
+    tokens = image_tokens + text_tokens * st.micro_batch
+    patches = image_tokens * s.merge ** 2
+    llm = _stack(layer_bytes_per_token(s, st), s.layers, tokens, c * s.hidden, st.checkpointing)
+    llm += tokens * (4 * s.hidden + c * s.hidden)  # final norm (fp32 copy), input embeddings
+    mw = s.merger_width
+    if st.tier == "a":
+        merger = image_tokens * (4 * mw + c * mw + 4 * mw)  # LoRA input copies, GELU input
+        vision = 0
+        vision_transient = patches * (6 * c * s.v_hidden + 3 * c * s.v_intermediate)
+    else:
+        merger = image_tokens * (4 * mw + c * mw)  # ln_q's fp32 copy, GELU input
+        vision = _stack(vision_block_bytes_per_patch(s, st), st.last_n_blocks, patches,
+                        c * s.v_hidden, st.checkpointing)
+        vision_transient = 0
+    head = 14 * labelled_tokens * st.micro_batch * s.vocab
+    dequant = 2 * s.intermediate * s.hidden * c if st.quantize == "4bit" else 0
+    training = llm + merger + vision + head
+    out = {"weights": weights, "lora_and_optimizer": lora, "activations_llm": llm,
+           "activations_vision": vision, "activations_merger": merger, "loss_head": head,
+           "dequantize": dequant, "vision_forward_transient": vision_transient}
+    out["peak"] = weights + lora + dequant + max(training, vision_transient)
+    return out
+
+
+def fits(peak_bytes: int, memory_gib: float) -> bool:
+    """True when a peak estimate fits a card with margin (MARGIN) and overhead (OVERHEAD_GIB)."""
+    return peak_bytes * MARGIN <= (memory_gib - OVERHEAD_GIB) * GIB
+
+
+# ---- time -----------------------------------------------------------------------------------
+def flops_per_sample(s: Shape, st: Settings, tokens: float | None = None) -> float:
+    """Model FLOPs of one training sample (forward, backward to the inputs, recomputation)."""
+    image = st.image_tokens * MEAN_IMAGE_FILL
+    t = tokens if tokens is not None else image + MEAN_TEXT_TOKENS
+    h = s.hidden
+    linear = 2 * s.layer_linear() * t
+    attention = 2 * t * t * s.q_dim  # QK^T and AV, causal: half of 4 * t^2 * qd
+    recompute = 0.0 if not st.checkpointing else (1.0 if st.checkpointing is True
+                                                  else 1.0 / int(st.checkpointing))
+    llm = s.layers * (linear * (2 + recompute) + attention * (3 + recompute))
+    head = 2 * h * s.vocab * PEAK_LABELLED_TOKENS / 2 * 3  # ~half the peak answer, fwd + bwd
+    patches = image * s.merge ** 2
+    vh, vi = s.v_hidden, s.v_intermediate
+    block = 2 * (4 * vh * vh + 3 * vh * vi) * patches
+    windows = (s.v_depth - s.full_blocks) * 4 * patches * s.window * vh
+    full = s.full_blocks * 4 * patches * patches * vh
+    vision = s.v_depth * block + windows + full
+    lora = 6 * s.lora_params(st.tier, st.lora_r, st.last_n_blocks) * (t if st.tier == "a" else patches)
+    if st.tier == "b":  # backward through the last blocks (+ their recomputation)
+        per_block = block + 4 * patches * patches * vh / s.v_depth
+        vision += st.last_n_blocks * per_block * (1 + recompute)
+    merger = 2 * (s.merger_width ** 2 + s.merger_width * s.v_out) * image * 3
+    return float(llm + head + vision + lora + merger)
+
+
+def estimate_time(s: Shape, st: Settings, card: Card, samples: int = TRAIN_ROWS) -> float:
+    """Seconds per epoch of `samples` on `st.processes` cards of this class (an estimate)."""
+    speed = card.tflops * 1e12 * (QLORA_SPEED if st.quantize == "4bit" else 1.0)
+    scaling = st.processes * (0.9 if st.processes > 1 else 1.0)  # assumed DDP efficiency
+    return samples * flops_per_sample(s, st) / (speed * scaling)
+
+
+# ---- the plan -------------------------------------------------------------------------------
+@dataclass
+class Plan:
+    """The choices for one card, why, and their estimates."""
+
+    card: Card
+    fields: dict[str, Any]  # config overlay: field -> value
+    reasons: list[str]
+    memory: dict[str, dict[str, int]] = field(default_factory=dict)  # tier -> estimate_memory
+    seconds_per_epoch: dict[str, float] = field(default_factory=dict)  # tier -> estimate_time
+    attention: str = "sdpa"
+
+
+def _preset_for(memory_gib: float) -> str:
+    from .fast import auto_preset
+
+    return auto_preset(memory_gib)
+
+
+def choose(cfg, gpu: Card, samples: int | None = None) -> Plan:
+    """The plan for `gpu` given `cfg` (its model, pixel budget, LoRA settings): see module doc."""
+    from .fast import GPU_PRESETS
+
+    shape = shape_of(cfg)
+    reasons = []
+    fields: dict[str, Any] = {}
+    small = gpu.memory_gib <= 17 or not gpu.bf16
+    fields["dtype"] = "bfloat16" if gpu.bf16 else "float16"
+    if not gpu.bf16:
+        reasons.append(f"compute capability {gpu.capability[0]}.{gpu.capability[1]}: no native "
+                       f"bf16, so fp16 compute")
+    preset = _preset_for(gpu.memory_gib)
+    fields["gpu"] = preset
+    fields["quantize"] = "4bit" if small else "none"
+    fields["max_pixels"] = min(cfg.max_pixels, SMALL_CARD_MAX_PIXELS) if small else cfg.max_pixels
+    if small:
+        reasons.append(f"{gpu.memory_gib:.0f} GiB or no bf16: 4-bit QLoRA (bf16 weights alone "
+                       f"are {shape.params()['total'] * 2 / GIB:.1f} GiB)")
+        if fields["max_pixels"] < cfg.max_pixels:
+            reasons.append(f"pixel budget {cfg.max_pixels // PIXEL_UNIT} -> "
+                           f"{fields['max_pixels'] // PIXEL_UNIT} merged tokens per image: "
+                           f"an epoch in roughly half the time")
+
+    def settings(tier: str, f: dict) -> Settings:
+        p = GPU_PRESETS[f["gpu"]]["train_a" if tier == "a" else "train_b"]
+        ckpt = f.get("gradient_checkpointing_override", p[2])
+        t = cfg.tier_a if tier == "a" else cfg.tier_b
+        return Settings(tier=tier, quantize=f["quantize"], dtype_bytes=2, micro_batch=p[0],
+                        grad_accum=p[1], checkpointing=ckpt, max_pixels=f["max_pixels"],
+                        lora_r=t.r, lora_dropout=t.dropout, last_n_blocks=cfg.tier_b.last_n_blocks,
+                        include_merger=cfg.tier_b.include_merger)
+
+    def peak(f: dict) -> int:
+        return max(estimate_memory(shape, settings(t, f))["peak"] for t in ("a", "b"))
+
+    # step down until the estimate fits: checkpointing, 4-bit, half the pixels (each at most once)
+    if not fits(peak(fields), gpu.memory_gib) and preset == "80gb":
+        fields["gpu"] = "40gb"
+        reasons.append("80gb preset does not fit the estimate: checkpointing (preset 40gb)")
+    if not fits(peak(fields), gpu.memory_gib) and fields["quantize"] == "none":
+        fields["quantize"] = "4bit"
+        fields["gpu"] = "24gb"
+        reasons.append("bf16 weights + activations do not fit the estimate: 4-bit QLoRA")
+    while not fits(peak(fields), gpu.memory_gib) and fields["max_pixels"] > 256 * PIXEL_UNIT:
+        fields["max_pixels"] = max(256, fields["max_pixels"] // PIXEL_UNIT // 2) * PIXEL_UNIT
+        reasons.append(f"still too large: pixel budget {fields['max_pixels'] // PIXEL_UNIT} tokens")
+    if not fits(peak(fields), gpu.memory_gib):
+        reasons.append(f"the estimate does not fit {gpu.memory_gib:.0f} GiB even at the smallest "
+                       f"settings: this card is too small for {cfg.model_id}")
+    if fields["quantize"] == "none":
+        micro, _, ckpt = GPU_PRESETS[fields["gpu"]]["train_a"]
+        reasons.append(f"{fields['dtype']} LoRA, preset {fields['gpu']} (micro-batch {micro}, "
+                       f"gradient checkpointing {checkpointing_text(ckpt)}): the estimate fits "
+                       f"{gpu.memory_gib:.0f} GiB")
+    try:
+        from .model import flash_attn_usable
+
+        flash_here = flash_attn_usable()
+    except Exception:
+        flash_here = False
+    attention = "flash_attention_2" if gpu.flash_attn and flash_here else \
+        "sdpa" if not gpu.flash_attn else "flash_attention_2 if installed, else sdpa"
+    plan = Plan(card=gpu, fields=fields, reasons=reasons, attention=attention)
+    rows = samples or cfg.train_limit or TRAIN_ROWS
+    for tier in ("a", "b"):
+        st = settings(tier, fields)
+        plan.memory[tier] = estimate_memory(shape, st)
+        plan.seconds_per_epoch[tier] = estimate_time(shape, st, gpu, rows)
+    return plan
+
+
+def checkpointing_text(ckpt: bool | int) -> str:
+    """'off', 'every block' or '1 block in n' (a GPU preset's checkpointing value)."""
+    if not ckpt:
+        return "off"
+    return "every block" if ckpt is True or int(ckpt) == 1 else f"1 block in {int(ckpt)}"
+
+
+PLANNED = ("dtype", "gpu", "quantize", "max_pixels")  # the fields a plan sets
+
+
+def apply_plan(cfg, explicit: set[str] | frozenset = frozenset()) -> Plan | None:
+    """Set the fields of the plan for ``cfg.hardware`` (auto: the detected GPU; a class name:
+    that class; none: nothing) on `cfg`, except those in `explicit` (the user's overrides).
+
+    Returns the plan (None when nothing applies: hardware=none, or auto without a GPU).
+    """
+    if cfg.hardware == "none":
+        return None
+    gpu = detect() if cfg.hardware == "auto" else card(cfg.hardware)
+    if gpu is None:
+        return None
+    plan = choose(cfg, gpu)
+    for name in PLANNED:
+        if name not in explicit:
+            setattr(cfg, name, plan.fields[name])
+    return plan
+
+
+# ---- bitsandbytes ---------------------------------------------------------------------------
+SKIP_4BIT = ["model.visual", "lm_head"]  # kept in the compute dtype (vision fidelity; the head)
+
+
+def bnb_config(cfg):
+    """The BitsAndBytesConfig of ``quantize=4bit``; a clear ConfigError when it cannot run."""
+    import importlib.util
+
+    import torch
+
+    from .config import ConfigError
+    from .model import torch_dtype
+
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ConfigError("quantize=4bit needs bitsandbytes: pip install bitsandbytes (or "
+                          "pip install 'tableqa-helpers[gpu]'), or set --set quantize=none")
+    if not torch.cuda.is_available():  # bitsandbytes >= 0.48 also runs 4-bit on the CPU (slowly)
+        import bitsandbytes
+        from packaging.version import Version
+
+        if Version(bitsandbytes.__version__) < Version("0.48"):
+            raise ConfigError(f"quantize=4bit without a GPU needs bitsandbytes >= 0.48 (found "
+                              f"{bitsandbytes.__version__}); or set --set quantize=none")
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                              bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=torch_dtype(cfg),
+                              llm_int8_skip_modules=list(SKIP_4BIT))
+
+
+# ---- printing -------------------------------------------------------------------------------
+def _gib(n: float) -> str:
+    return f"{n / GIB:.1f}"
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h"
+
+
+def format_plan(plan: Plan, cfg) -> str:
+    """The plan of one card as text: choices, reasons, memory by term, time per epoch."""
+    g = plan.card
+    lines = [f"GPU plan for {g.label} ({g.memory_gib:.1f} GiB, compute capability "
+             f"{g.capability[0]}.{g.capability[1]}, bf16 {'yes' if g.bf16 else 'no'})"]
+    for k, v in plan.fields.items():
+        shown = f"{v} ({v // PIXEL_UNIT} merged tokens)" if k == "max_pixels" else v
+        lines.append(f"  {k:<11} {shown}")
+    lines.append(f"  {'attention':<11} {plan.attention}")
+    lines += [f"  - {r}" for r in plan.reasons]
+    terms = list(plan.memory["a"])
+    lines.append(f"\n  estimated peak memory per GPU (GiB)   {'tier A':>8} {'tier B':>8}")
+    for t in terms:
+        lines.append(f"  {t:<36} {_gib(plan.memory['a'][t]):>8} {_gib(plan.memory['b'][t]):>8}")
+    lines.append(f"  fits with {int((MARGIN - 1) * 100)}% margin + {OVERHEAD_GIB:.0f} GiB overhead: "
+                 f"{'yes' if all(fits(m['peak'], g.memory_gib) for m in plan.memory.values()) else 'NO'}")
+    lines.append(f"  estimated time per epoch ({g.tflops:.0f} TFLOP/s assumed"
+                 f"{', x%.2f for 4-bit' % QLORA_SPEED if plan.fields['quantize'] == '4bit' else ''}): "
+                 f"tier A {_hours(plan.seconds_per_epoch['a'])}, tier B "
+                 f"{_hours(plan.seconds_per_epoch['b'])}")
+    lines.append("  estimates, not measurements (docs/gpus.md); override any field with --set")
+    return "\n".join(lines)
+
+
+def format_table(cfg, names=None) -> str:
+    """One line per card class: what the plan chooses and its estimates."""
+    header = (f"{'card':<9} {'GiB':>5} {'quantize':>8} {'dtype':>9} {'preset':>6} "
+              f"{'pixels':>6} {'peak A':>7} {'peak B':>7} {'epoch A':>8} {'epoch B':>8}")
+    lines = [f"GPU plans for {cfg.model_id} (estimates; peak memory in GiB, time per epoch)",
+             header, "-" * len(header)]
+    for name in names or CARDS:
+        plan = choose(cfg, CARDS[name])
+        f = plan.fields
+        lines.append(f"{name:<9} {plan.card.memory_gib:>5.1f} {f['quantize']:>8} {f['dtype']:>9} "
+                     f"{f['gpu']:>6} {f['max_pixels'] // PIXEL_UNIT:>6} "
+                     f"{_gib(plan.memory['a']['peak']):>7} {_gib(plan.memory['b']['peak']):>7} "
+                     f"{_hours(plan.seconds_per_epoch['a']):>8} "
+                     f"{_hours(plan.seconds_per_epoch['b']):>8}")
+    return "\n".join(lines)
+
+
+def plan_report(cfg, gpu: str | None = None) -> str:
+    """What `plan` prints about hardware: for `gpu` ("all": every class; a class name: that
+    one), else for the detected GPU, else (no GPU) the table of every class when the profile
+    plans for hardware (``cfg.hardware != "none"``; the full profile).
+
+    `cfg` should be the config before a plan was applied (``hardware=none`` plus the user's
+    overrides): a plan is computed from the profile's own pixel budget.
+    """
+    if gpu == "all":
+        return format_table(cfg)
+    if gpu:
+        return format_plan(choose(cfg, card(gpu)), cfg)
+    found = detect()
+    if found is not None:
+        return format_plan(choose(cfg, found), cfg)
+    if cfg.hardware == "none":
+        return ""
+    return "no GPU here: the plan of each card class\n" + format_table(cfg)
+
+
+def report(profile: str | None, sets: list[str], gpu: str | None = None) -> str:
+    """`plan`'s hardware section for a profile and ``--set`` overrides (``field=value``).
+
+    ``--set hardware=t4`` (a class) asks for that class's plan, like ``--gpu t4``.
+    """
+    from .config import PROFILES, get_config
+
+    overrides = dict(item.split("=", 1) for item in sets if "=" in item)
+    wanted = overrides.get("hardware", "").strip()
+    if gpu is None and wanted in CARDS:
+        gpu = wanted
+    cfg = get_config(profile, {**overrides, "hardware": "none"})  # the profile's own budget
+    cfg.hardware = wanted or PROFILES[cfg.profile]().hardware
+    return plan_report(cfg, gpu)
+
+
+# ---- measurement on the GPU machine --------------------------------------------------------
+def main(argv=None) -> None:
+    """``python -m tableqa_helpers.hardware measure ...``: see `measure`."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(prog="python -m tableqa_helpers.hardware")
+    sub = parser.add_subparsers(dest="command", required=True)
+    m = sub.add_parser("measure", help="peak memory of real training steps vs the estimate")
+    m.add_argument("--model", required=True, help="folder of the model (created at the 7B shape "
+                   "with random weights if missing, see --shape)")
+    m.add_argument("--shape", choices=["7b", "tiny"], default="7b")
+    m.add_argument("--tier", choices=["a", "b"], default="a")
+    m.add_argument("--cap-gib", type=float, default=None,
+                   help="limit this process to N GiB (torch.cuda.set_per_process_memory_fraction)")
+    m.add_argument("--steps", type=int, default=2)
+    m.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
+    m.add_argument("--out", default=None, help="append the JSON record to this file")
+    c = sub.add_parser("compare", help="loss by step and throughput of two runs of the same "
+                       "global batch (e.g. 1 GPU and 2 GPUs)")
+    c.add_argument("one", help="run folder (RUN, holding logs/tier_X.json) of the reference run")
+    c.add_argument("other", help="run folder of the other run")
+    c.add_argument("--tier", choices=["a", "b"], default="a")
+    args = parser.parse_args(argv)
+    if args.command == "compare":
+        print(json.dumps(compare_runs(args.one, args.other, args.tier), indent=2))
+        return
+    overrides = dict(item.split("=", 1) for item in args.set)
+    record = measure(args.model, args.tier, overrides, shape=args.shape, cap_gib=args.cap_gib,
+                     steps=args.steps)
+    text = json.dumps(record, default=str)
+    print("MEASURE", text, flush=True)
+    if args.out:
+        with open(args.out, "a") as f:
+            f.write(text + "\n")
+
+
+def compare_runs(one, other, tier: str = "a") -> dict:
+    """Per-step loss differences and the throughput ratio of two runs (their logs/tier_X.json):
+    the multi-GPU check (same global batch: same losses; `other`'s samples/s over `one`'s)."""
+    import json
+    from pathlib import Path
+
+    logs = [json.loads((Path(r) / "logs" / f"tier_{tier}.json").read_text()) for r in (one, other)]
+    steps = [{e["step"]: e["loss"] for e in log["log_history"] if "loss" in e} for log in logs]
+    common = sorted(set(steps[0]) & set(steps[1]))
+    rel = [abs(steps[1][k] - steps[0][k]) / max(abs(steps[0][k]), 1e-12) for k in common]
+    speed = [next(e["train_samples_per_second"] for e in reversed(log["log_history"])
+                  if "train_samples_per_second" in e) for log in logs]
+    return {"steps": len(common), "loss_max_rel_diff": max(rel) if rel else None,
+            "loss_mean_rel_diff": sum(rel) / len(rel) if rel else None,
+            "samples_per_second": speed, "speedup": speed[1] / speed[0]}
+
+
+def random_checkpoint(folder, shape: str = "7b") -> str:
+    """A Qwen2.5-VL checkpoint with random weights at the 7B (or tiny) shape, with the stand-in
+    processor (its special-token ids written into the config), for memory/time measurements."""
+    from pathlib import Path
+
+    import torch
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    from . import standin
+
+    folder = Path(folder)
+    if (folder / "config.json").exists():
+        return str(folder)
+    tok = standin.build_tokenizer()
+    processor = standin.build_processor(tok)
+    if shape == "7b":
+        config = standin.make_config(standin.QWEN25VL_7B, standin.token_ids(tok),
+                                     standin.QWEN25VL_7B["text"]["vocab_size"])
+    else:
+        config = standin.make_config(standin.TINY, standin.token_ids(tok), len(tok))
+    torch.manual_seed(0)
+    where = "cuda" if torch.cuda.is_available() else "cpu"
+    with torch.device(where):
+        model = Qwen2_5_VLForConditionalGeneration._from_config(
+            config, dtype=torch.bfloat16 if where == "cuda" else torch.float32)
+    model.save_pretrained(str(folder), safe_serialization=True)
+    processor.save_pretrained(str(folder))
+    del model
+    if where == "cuda":
+        torch.cuda.empty_cache()
+    return str(folder)
+
+
+def measure(model_dir, tier: str = "a", overrides: dict | None = None, shape: str = "7b",
+            cap_gib: float | None = None, steps: int = 2) -> dict:
+    """Train `steps` optimizer steps of `tier` on samples whose image fills the pixel budget,
+    and compare the peak memory torch allocated with `estimate_memory` for the same settings.
+
+    Tier B trains on `model_dir` itself (random weights stand in for the merged model). With
+    `cap_gib` the process is limited to that much GPU memory (a smaller card on an H100).
+    Without a GPU (a smoke test on the stand-in) the measured fields are None.
+    """
+    import time
+
+    import torch
+    from datasets import Dataset
+    from PIL import Image
+
+    from .collate import count_tokens
+    from .config import get_config
+    from .fast import gpu_preset
+    from .model import load_model, load_processor
+    from .tiers import apply_tier_a, apply_tier_b
+    from .train import filter_long, make_trainer
+
+    random_checkpoint(model_dir, shape)
+    cuda = torch.cuda.is_available()
+    if cuda and cap_gib:
+        total = torch.cuda.get_device_properties(0).total_memory / GIB
+        torch.cuda.set_per_process_memory_fraction(min(1.0, cap_gib / total))
+    profile = "full" if cuda else "tiny"
+    # cache_vision off: every step runs the vision tower, as each new image of an epoch does
+    cfg = get_config(profile, {"model_id": str(model_dir), "use_standins": "false",
+                               "dataloader_workers": "0", "cache_vision": "false",
+                               **(overrides or {})})
+    processor = load_processor(cfg, model_dir)
+    # a table-like image larger than the budget: the processor shrinks it to fill the budget
+    side = int(math.sqrt(cfg.max_pixels * 1.5))
+    image = Image.new("RGB", (side, int(side * 0.75)), "white")
+    answer = " ".join(["The total of the third column is 1,234 and the final answer is 42."] * 12)
+    n = max(2, steps * 2)
+    ds = Dataset.from_dict({"table_id": [f"t{i}" for i in range(n)], "image": [image] * n,
+                            "question": ["What is the total of the third column?"] * n,
+                            "answer": [answer] * n})
+    ds = filter_long(ds, processor, cfg, "measure")
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    model = load_model(cfg, model_dir, trainable=True)
+    model = apply_tier_a(model, cfg) if tier == "a" else apply_tier_b(model, cfg)
+    preset = gpu_preset(cfg, tier)
+    from transformers import TrainerCallback
+
+    times: list[float] = []
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
+
+    class StepTimer(TrainerCallback):
+        def on_step_begin(self, *args, **kwargs):
+            sync()
+            self.start = time.perf_counter()
+
+        def on_step_end(self, *args, **kwargs):
+            sync()
+            times.append(time.perf_counter() - self.start)
+
+    trainer = make_trainer(model, processor, cfg, tier, ds, None, output_dir=None,
+                           callbacks=[StepTimer()], max_steps=steps, gradient_accumulation_steps=1,
+                           save_strategy="no", logging_steps=1, report_to=[])
+    trainer.train()
+    later = sorted(times[1:]) or times  # the first step warms up (kernels, vision cache)
+    counts = count_tokens(processor, ds[0], cfg.system_prompt)
+    labelled = len(processor.tokenizer(ds[0]["answer"], add_special_tokens=False)["input_ids"]) + 1
+    st = settings_of(cfg, tier, preset)
+    st.grad_accum = 1
+    est = estimate_memory(Shape.of(_config_of(model)), st, text_tokens=counts["text"],
+                          labelled_tokens=labelled, image_tokens=counts["visual"])
+    record = {"tier": tier, "shape": shape, "device": torch.cuda.get_device_name() if cuda else "cpu",
+              "cap_gib": cap_gib, "quantize": cfg.quantize, "dtype": cfg.dtype,
+              "preset": preset, "max_pixels": cfg.max_pixels, "sample_tokens": counts,
+              "labelled_tokens": labelled,
+              "estimate_gib": {k: round(v / GIB, 2) for k, v in est.items()},
+              "seconds_per_step": round(later[len(later) // 2], 3),
+              "seconds_first_step": round(times[0], 3)}
+    here = detect()
+    if here is not None:  # this card's assumed speed, for the sample measured (first step: warm-up)
+        speed = here.tflops * 1e12 * (QLORA_SPEED if st.quantize == "4bit" else 1.0)
+        flops = flops_per_sample(Shape.of(_config_of(model)), st, tokens=counts["total"])
+        record["estimate_seconds_per_sample"] = round(flops / speed, 3)
+    if cuda:
+        peak = torch.cuda.max_memory_allocated()
+        record.update(measured_peak_gib=round(peak / GIB, 2),
+                      measured_reserved_gib=round(torch.cuda.max_memory_reserved() / GIB, 2),
+                      estimate_over_measured=round(est["peak"] / peak, 3))
+    else:
+        record.update(measured_peak_gib=None, measured_reserved_gib=None, estimate_over_measured=None)
+    return record
+
+
+def _config_of(model):
+    net = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return net.config
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""Several processes: `train --tier a` under `accelerate launch` (accelerate/ddp.yaml), on the CPU.
+
+The same config file that runs DDP over GPUs runs here with 2 CPU processes talking over gloo
+(the wiring the GPU run uses: process group, sharded sampler, gradient all-reduce through the
+DDP wrapper's forward, rank-0-only writes). The stand-in trains one epoch of 16 samples with a
+global batch of 4: 2 processes x micro-batch 1 x 2 accumulation steps, against 1 process x
+micro-batch 1 x 4 accumulation steps. Both see the same 4 samples in each optimizer step and
+average the same 4 per-sample losses and gradients, only summed in another order (all-reduce
+vs accumulation), so: losses and gradient norms equal within rtol 1e-4 (observed ~1e-7), adapter
+weights within atol 1e-4 (observed ~1e-5 on weights of ~0.1: Adam divides by the root of tiny
+second moments, which magnifies the last-bit differences).
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tableqa_helpers import resume
+from tableqa_helpers.config import get_config
+
+ROOT = Path(__file__).resolve().parents[1]
+SETTINGS = ["train_limit=16", "eval_limit=1", "tier_a.epochs=1", "batch_size=1",
+            "logging_steps=1", "eval_steps=1000", "save_steps=2", "seed=7"]
+
+# Runs the CLI with the writes of interest recorded (rank, what, where) to $TRACE.
+TRACED_CLI = '''
+import os, sys
+import tableqa_helpers.resume as resume
+import tableqa_helpers.train as train
+
+def log(what, where):
+    with open(os.environ["TRACE"], "a") as f:
+        f.write(f"{os.environ.get('RANK', '-')} {os.environ.get('WORLD_SIZE', '-')} {what} {where}\\n")
+
+def traced(module, name, what):
+    original = getattr(module, name)
+    def wrapper(path, *args, **kwargs):
+        log(what, path)
+        return original(path, *args, **kwargs)
+    setattr(module, name, wrapper)
+
+traced(train, "atomic_dir", "adapter")
+traced(train, "atomic_write_json", "log")
+traced(resume, "mark_complete", "marker")
+log("start", "-")
+from tableqa_helpers.cli import main
+main(sys.argv[1:])
+'''
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _args(standins, run_root, grad_accum: int) -> list[str]:
+    base = get_config("tiny", root=str(standins))
+    sets = [f"model_id={base.model_id}", f"dataset_id={base.dataset_id}", f"root={run_root}",
+            f"grad_accum={grad_accum}", *SETTINGS]
+    return ["train", "--tier", "a", "--profile", "tiny", *[x for s in sets for x in ("--set", s)]]
+
+
+def _run(cmd, trace: Path) -> str:
+    env = {**os.environ, "TRACE": str(trace), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
+           "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    return done.stdout
+
+
+def _log(run_root: Path) -> list[tuple]:
+    log = json.loads((run_root / "tiny" / "logs" / "tier_a.json").read_text())
+    return [(e["step"], e["loss"], e["grad_norm"]) for e in log["log_history"] if "loss" in e]
+
+
+def test_two_cpu_processes_train_like_one_with_the_same_global_batch(standins, tmp_path):
+    script = tmp_path / "traced_cli.py"
+    script.write_text(TRACED_CLI)
+    two, one = tmp_path / "two", tmp_path / "one"
+    launch = [sys.executable, "-m", "accelerate.commands.launch",
+              "--config_file", str(ROOT / "accelerate" / "ddp.yaml"), "--num_processes", "2",
+              "--main_process_port", str(_free_port())]
+    _run([*launch, str(script), *_args(standins, two, grad_accum=2)], tmp_path / "two.trace")
+    _run([sys.executable, str(script), *_args(standins, one, grad_accum=4)], tmp_path / "one.trace")
+
+    trace = [line.split() for line in (tmp_path / "two.trace").read_text().splitlines()]
+    assert sorted(r for r, w, what, _ in trace if what == "start") == ["0", "1"]
+    assert {w for _, w, _, _ in trace} == {"2"}
+    writers = {(rank, what) for rank, _, what, _ in trace if what != "start"}
+    assert writers == {("0", "adapter"), ("0", "log"), ("0", "marker")}, trace  # rank 0 only
+
+    checkpoints = two / "tiny" / "checkpoints" / "tier_a"
+    last = resume.last_complete_checkpoint(checkpoints, clean=False)
+    assert last.name == "checkpoint-4"  # 16 samples / global batch 4: the data was split
+    assert {p.name for p in last.glob("rng_state_*.pth")} == {"rng_state_0.pth", "rng_state_1.pth"}
+
+    a, b = _log(one), _log(two)
+    assert [s for s, _, _ in a] == [s for s, _, _ in b] == [1, 2, 3, 4]
+    for (_, loss1, norm1), (_, loss2, norm2) in zip(a, b):
+        assert loss2 == pytest.approx(loss1, rel=1e-4)
+        assert norm2 == pytest.approx(norm1, rel=1e-4)
+    w1 = load_file(str(one / "tiny" / "tier_a" / "adapter_model.safetensors"))
+    w2 = load_file(str(two / "tiny" / "tier_a" / "adapter_model.safetensors"))
+    assert w1.keys() == w2.keys()
+    for name in w1:
+        torch.testing.assert_close(w2[name], w1[name], atol=1e-4, rtol=0, msg=name)
+    assert not list((two / "tiny").glob(".tier_a*"))  # no other rank's temporary adapter folder
+
+
+def test_shipped_accelerate_configs_parse():
+    import yaml
+
+    ddp = yaml.safe_load((ROOT / "accelerate" / "ddp.yaml").read_text())
+    fsdp = yaml.safe_load((ROOT / "accelerate" / "fsdp.yaml").read_text())
+    assert ddp["distributed_type"] == "MULTI_GPU" and ddp["mixed_precision"] == "no"
+    assert fsdp["distributed_type"] == "FSDP"
+    layers = fsdp["fsdp_config"]["fsdp_transformer_layer_cls_to_wrap"].split(",")
+    import transformers.models.qwen2_5_vl.modeling_qwen2_5_vl as qwen
+
+    assert all(hasattr(qwen, name) for name in layers), layers
