@@ -36,12 +36,14 @@ key/value widths of the language model, vh/vi the vision tower's, r the LoRA ran
   14 bytes x labelled tokens x vocabulary (bf16 logits, fp32 copy, log-softmax, its gradient);
 - 4-bit: twice the largest dequantized weight (i x h x c) as a transient.
 Not counted: the CUDA context and allocator slack (`fits` keeps `OVERHEAD_GIB` and `MARGIN`).
+Against the benchmark's H100 measurements (bench/RESULTS.md): Tier A within 2%, Tier B 19-28%
+under (a GPU-side gap: on the CPU the saved activations match; docs/gpus.md).
 
 Time per epoch (`estimate_time`): model FLOPs per sample (forward of every linear layer and
 attention, backward to the inputs through frozen weights, the recomputation of checkpointing,
-LoRA, the vision tower's forward, Tier B's vision backward) x samples / the card's assumed
-achievable FLOP/s (`CARDS`: datasheet dense peak x an assumed utilisation; x `QLORA_SPEED` for
-4-bit). These are assumptions, not measurements: see docs/gpus.md for what was measured.
+LoRA, the vision tower's forward, Tier B's vision backward) x samples / the card's achievable
+FLOP/s (`CARDS`: datasheet dense peak x a utilisation, measured for the H100 by the benchmark,
+assumed for the others; x `QLORA_SPEED` for 4-bit). docs/gpus.md says what was measured.
 """
 from __future__ import annotations
 
@@ -90,15 +92,17 @@ class Card:
         return self.peak_tflops * self.utilisation
 
 
-# Card classes the plan knows (Colab, Kaggle, common clouds). Utilisation figures are assumptions.
+# Card classes the plan knows (Colab, Kaggle, common clouds). Utilisation: the H100's is the
+# measured Tier A epoch-1 MFU of bench/RESULTS.md (0.154, vision work included); the others are
+# assumptions (slower cards lose less of their peak to launches and data loading).
 CARDS = {c.name: c for c in (
     Card("t4", "Tesla T4 16GB (Colab, Kaggle)", 14.7, (7, 5), 65.0, 0.30),
-    Card("p100", "Tesla P100 16GB (Kaggle)", 15.9, (6, 0), 18.7, 0.35),
-    Card("l4", "L4 24GB (Colab)", 22.0, (8, 9), 121.0, 0.35),
-    Card("a10g", "A10G 24GB (AWS)", 22.0, (8, 6), 70.0, 0.35),
-    Card("a100-40", "A100 40GB (Colab)", 39.4, (8, 0), 312.0, 0.40),
-    Card("a100-80", "A100 80GB", 79.1, (8, 0), 312.0, 0.40),
-    Card("h100", "H100 80GB SXM", 79.1, (9, 0), 989.0, 0.40),
+    Card("p100", "Tesla P100 16GB (Kaggle)", 15.9, (6, 0), 18.7, 0.30),
+    Card("l4", "L4 24GB (Colab)", 22.0, (8, 9), 121.0, 0.30),
+    Card("a10g", "A10G 24GB (AWS)", 22.0, (8, 6), 70.0, 0.30),
+    Card("a100-40", "A100 40GB (Colab)", 39.4, (8, 0), 312.0, 0.25),
+    Card("a100-80", "A100 80GB", 79.1, (8, 0), 312.0, 0.25),
+    Card("h100", "H100 80GB SXM", 79.1, (9, 0), 989.0, 0.155),
 )}
 
 
@@ -122,8 +126,8 @@ def detect() -> Card | None:
         if any(w in name for w in words) and abs(known.memory_gib - memory) < 8:
             return dataclasses.replace(known, label=props.name, memory_gib=round(memory, 1),
                                        capability=capability)
-    peak, util = (989.0, 0.40) if capability >= (9, 0) else (312.0, 0.40) if capability >= (8, 0) \
-        else (65.0, 0.30)
+    peak, util = (989.0, 0.155) if capability >= (9, 0) else (312.0, 0.25) \
+        if capability >= (8, 0) else (65.0, 0.30)
     return Card(name.replace(" ", "-"), props.name, round(memory, 1), capability, peak, util)
 
 
@@ -268,7 +272,11 @@ def layer_bytes_per_token(s: Shape, st: Settings) -> int:
     out = 8 * h + 3 * c * i + 2 * c * qd + 2 * c * kv + 4 * s.heads + 8
     if st.tier == "a":
         inputs = 5 * h + qd + i  # q, k, v, gate, up read h; o reads qd; down reads i
-        out += 4 * inputs + 7 * 4 * st.lora_r
+        # each LoRA module keeps its own fp32 copy of its input (PEFT casts to the adapter's
+        # fp32); in fp32 there is no copy and q/k/v (gate/up) share one input, unless dropout
+        # makes one per module
+        distinct = inputs if c < 4 or st.lora_dropout > 0 else 2 * h + qd + i
+        out += 4 * distinct + 7 * 4 * st.lora_r
         if st.lora_dropout > 0:
             out += inputs  # the dropout masks (1 byte an element on a GPU)
     return out
@@ -486,7 +494,10 @@ def apply_plan(cfg, explicit: set[str] | frozenset = frozenset()) -> Plan | None
     plan = choose(cfg, gpu)
     for name in PLANNED:
         if name not in explicit:
-            setattr(cfg, name, plan.fields[name])
+            value = plan.fields[name]
+            if name == "max_pixels":  # never below a min_pixels the user asked for
+                value = max(value, cfg.min_pixels)
+            setattr(cfg, name, value)
     return plan
 
 
@@ -622,7 +633,8 @@ def main(argv=None) -> None:
     m.add_argument("--tier", choices=["a", "b"], default="a")
     m.add_argument("--cap-gib", type=float, default=None,
                    help="limit this process to N GiB (torch.cuda.set_per_process_memory_fraction)")
-    m.add_argument("--steps", type=int, default=2)
+    m.add_argument("--steps", type=int, default=3)
+    m.add_argument("--snapshot", default=None, help="write a CUDA memory snapshot (pickle) here")
     m.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
     m.add_argument("--out", default=None, help="append the JSON record to this file")
     c = sub.add_parser("compare", help="loss by step and throughput of two runs of the same "
@@ -636,7 +648,7 @@ def main(argv=None) -> None:
         return
     overrides = dict(item.split("=", 1) for item in args.set)
     record = measure(args.model, args.tier, overrides, shape=args.shape, cap_gib=args.cap_gib,
-                     steps=args.steps)
+                     steps=args.steps, snapshot=args.snapshot)
     text = json.dumps(record, default=str)
     print("MEASURE", text, flush=True)
     if args.out:
@@ -694,8 +706,35 @@ def random_checkpoint(folder, shape: str = "7b") -> str:
     return str(folder)
 
 
+def saved_activation_bytes(model, processor, cfg, row) -> int:
+    """Bytes of the distinct tensors autograd keeps during one training forward on `row` (the
+    activation part of the estimate, measured; parameters excluded); gradients are discarded."""
+    import torch
+
+    from .collate import TrainCollator
+    from .model import device
+    from .train import fast_loss
+
+    batch = TrainCollator(processor, cfg.system_prompt, cfg.max_length)([row])
+    batch = {k: v.to(device()) if hasattr(v, "to") else v for k, v in batch.items()}
+    params = {p.data_ptr() for p in model.parameters()}
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        if t.data_ptr() not in params:
+            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    model.train()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = fast_loss(model, batch)
+    loss.backward()
+    model.zero_grad(set_to_none=True)
+    return sum(seen.values())
+
+
 def measure(model_dir, tier: str = "a", overrides: dict | None = None, shape: str = "7b",
-            cap_gib: float | None = None, steps: int = 2) -> dict:
+            cap_gib: float | None = None, steps: int = 2, snapshot: str | None = None) -> dict:
     """Train `steps` optimizer steps of `tier` on samples whose image fills the pixel budget,
     and compare the peak memory torch allocated with `estimate_memory` for the same settings.
 
@@ -741,6 +780,11 @@ def measure(model_dir, tier: str = "a", overrides: dict | None = None, shape: st
     model = load_model(cfg, model_dir, trainable=True)
     model = apply_tier_a(model, cfg) if tier == "a" else apply_tier_b(model, cfg)
     preset = gpu_preset(cfg, tier)
+    saved = saved_activation_bytes(model, processor, cfg, ds[0])  # before training: no cache
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    if snapshot and cuda:
+        torch.cuda.memory._record_memory_history(max_entries=200_000)
     from transformers import TrainerCallback
 
     times: list[float] = []
@@ -762,6 +806,9 @@ def measure(model_dir, tier: str = "a", overrides: dict | None = None, shape: st
                            callbacks=[StepTimer()], max_steps=steps, gradient_accumulation_steps=1,
                            save_strategy="no", logging_steps=1, report_to=[])
     trainer.train()
+    if snapshot and cuda:
+        torch.cuda.memory._dump_snapshot(str(snapshot))  # view at pytorch.org/memory_viz
+        torch.cuda.memory._record_memory_history(enabled=None)
     later = sorted(times[1:]) or times  # the first step warms up (kernels, vision cache)
     counts = count_tokens(processor, ds[0], cfg.system_prompt)
     labelled = len(processor.tokenizer(ds[0]["answer"], add_special_tokens=False)["input_ids"]) + 1
@@ -774,6 +821,10 @@ def measure(model_dir, tier: str = "a", overrides: dict | None = None, shape: st
               "preset": preset, "max_pixels": cfg.max_pixels, "sample_tokens": counts,
               "labelled_tokens": labelled,
               "estimate_gib": {k: round(v / GIB, 2) for k, v in est.items()},
+              # what autograd keeps for this one sample, counted in one forward, vs the estimate
+              "saved_activations_mib": round(saved / 2 ** 20, 1),
+              "estimate_saved_mib": round(_saved_estimate(Shape.of(_config_of(model)), st, counts,
+                                                          labelled) / 2 ** 20, 1),
               "seconds_per_step": round(later[len(later) // 2], 3),
               "seconds_first_step": round(times[0], 3)}
     here = detect()
@@ -789,6 +840,16 @@ def measure(model_dir, tier: str = "a", overrides: dict | None = None, shape: st
     else:
         record.update(measured_peak_gib=None, measured_reserved_gib=None, estimate_over_measured=None)
     return record
+
+
+def _saved_estimate(shape: Shape, st: Settings, counts: dict, labelled: int) -> int:
+    """The activation terms of `estimate_memory` for one sample, without checkpointing (what
+    one forward outside the Trainer keeps), plus the saved log-softmax (4 x labelled x vocab)."""
+    one = dataclasses.replace(st, micro_batch=1, checkpointing=False)
+    est = estimate_memory(shape, one, text_tokens=counts["text"], labelled_tokens=labelled,
+                          image_tokens=counts["visual"])
+    return (est["activations_llm"] + est["activations_vision"] + est["activations_merger"]
+            + 4 * labelled * shape.vocab)
 
 
 def _config_of(model):

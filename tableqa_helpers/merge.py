@@ -1,6 +1,8 @@
 """Fold the Tier A adapter into the base weights, check the merge numerically, save it."""
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from .config import Config, require_saved
@@ -42,7 +44,9 @@ def merge_tier_a(cfg: Config) -> dict:
 
     require_saved(cfg.tier_a_dir, "adapter", "train tier a (notebook 02) first")
     processor = load_processor(cfg, cfg.tier_a_dir)
-    model = load_model(cfg, cfg.model_id, adapter=cfg.tier_a_dir)
+    # merge into full-precision weights even when Tier A trained on a 4-bit (QLoRA) base
+    full = dataclasses.replace(cfg, quantize="none") if getattr(cfg, "quantize", "none") != "none" else cfg
+    model = load_model(full, cfg.model_id, adapter=cfg.tier_a_dir)
     batch = {k: v.to(device()) for k, v in verification_batch(cfg, processor).items()}
     before = model(**batch).logits
     merged = model.merge_and_unload()

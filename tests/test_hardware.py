@@ -291,13 +291,16 @@ def test_plan_report_prints_a_card_and_the_table(capsys):
         assert hardware.report("tiny", []) == ""
 
 
-def test_measure_runs_on_the_stand_in(tmp_path):
-    """The GPU measurement's code path, on the CPU with a random tiny checkpoint (no numbers)."""
-    record = hardware.measure(tmp_path / "model", "a", {"root": str(tmp_path / "runs"),
+@pytest.mark.parametrize("tier", ["a", "b"])
+def test_measure_runs_on_the_stand_in(tmp_path, tier):
+    """The GPU measurement's code path, on the CPU with a random tiny checkpoint: no peak memory
+    there, but the activations autograd keeps for a sample are counted and match the estimate."""
+    record = hardware.measure(tmp_path / "model", tier, {"root": str(tmp_path / "runs"),
                               "max_pixels": str(64 * PIXEL_UNIT), "min_pixels": str(16 * PIXEL_UNIT)},
                               shape="tiny", steps=1)
     assert record["measured_peak_gib"] is None and record["estimate_gib"]["peak"] > 0
     assert 48 <= record["sample_tokens"]["visual"] <= 64  # the image fills the budget
+    assert record["saved_activations_mib"] == pytest.approx(record["estimate_saved_mib"], rel=0.1)
 
 
 def test_qlora_tier_a_trains_on_the_stand_in(standins, tmp_path):
