@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import gc
 import os
 import statistics
@@ -52,6 +53,17 @@ class Rows(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         return self.rows[i]
+
+
+def _timed(fn, n=1):
+    """Seconds per call of `fn` after one warm-up call, the device synchronised around."""
+    fn()
+    sync()
+    t = time.perf_counter()
+    for _ in range(n):
+        fn()
+    sync()
+    return (time.perf_counter() - t) / n
 
 
 def token_stats(processor, cfg, rows) -> dict:
@@ -147,14 +159,7 @@ def bench_profile(model, processor, cfg, rows, log, out_dir, profiler=True):
         loss = pm(**batch).loss
         loss.backward()
 
-    def timed(fn, n=1):
-        fn()  # warm-up
-        sync()
-        t = time.perf_counter()
-        for _ in range(n):
-            fn()
-        sync()
-        return (time.perf_counter() - t) / n
+    timed = _timed
 
     rec = {"part": "profile", "what": "tutorial Tier A micro-batch (3 samples)",
            "tokens": int(batch["attention_mask"].sum())}
@@ -221,14 +226,7 @@ def profile_ours(pm, processor, cfg, rows, log, out_dir, bs=1, profiler=True):
         with torch.no_grad(), ac:
             fast_loss(pm, batch, cache)
 
-    def timed(fn, n=3):
-        fn()
-        sync()
-        t = time.perf_counter()
-        for _ in range(n):
-            fn()
-        sync()
-        return (time.perf_counter() - t) / n
+    timed = functools.partial(_timed, n=3)
 
     rec = {"part": "profile_ours", "batch_size": bs, "tokens": int(batch["attention_mask"].sum()),
            "hit_fwd_bwd_s": round(timed(hit), 4), "miss_fwd_bwd_s": round(timed(miss), 4),

@@ -753,7 +753,8 @@ def measure(model_dir, tier: str = "a", overrides: dict | None = None, shape: st
     from .fast import gpu_preset
     from .model import load_model, load_processor
     from .tiers import apply_tier_a, apply_tier_b
-    from .train import filter_long, make_trainer
+    from .checks import clean_split
+    from .train import make_trainer
 
     random_checkpoint(model_dir, shape)
     cuda = torch.cuda.is_available()
@@ -774,7 +775,7 @@ def measure(model_dir, tier: str = "a", overrides: dict | None = None, shape: st
     ds = Dataset.from_dict({"table_id": [f"t{i}" for i in range(n)], "image": [image] * n,
                             "question": ["What is the total of the third column?"] * n,
                             "answer": [answer] * n})
-    ds = filter_long(ds, processor, cfg, "measure")
+    ds, _ = clean_split(ds, processor, cfg, "measure", reference={}, progress=False)  # made rows: no leaks
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     model = load_model(cfg, model_dir, trainable=True)

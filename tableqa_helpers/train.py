@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .collate import IGNORE, TrainCollator, count_tokens
+from .collate import IGNORE, TrainCollator
 from .config import Config, ConfigError
 from .data import load_tableqa
 from .io import atomic_dir, atomic_write_json
@@ -409,24 +409,6 @@ def stage_paths(cfg: Config, tier: str) -> dict[str, Path]:
     out = cfg.tier_a_dir if tier == "a" else cfg.tier_b_dir
     return {"base": base, "out": out, "checkpoints": cfg.run_dir / "checkpoints" / f"tier_{tier}",
             "log": cfg.run_dir / "logs" / f"tier_{tier}.json"}
-
-
-def filter_long(ds, processor, cfg: Config, where: str = "train"):
-    """Drop samples longer than `cfg.max_length` (never truncated through image tokens).
-
-    The kept rows get a ``length`` column (tokens), used to group batches by length.
-    """
-    totals = [count_tokens(processor, row, cfg.system_prompt)["total"]
-              for row in ds.select_columns(["image", "question", "answer"])]
-    keep = [i for i, n in enumerate(totals) if n <= cfg.max_length]
-    dropped = len(ds) - len(keep)
-    if dropped:
-        print(f"{where}: dropped {dropped} of {len(ds)} samples longer than max_length="
-              f"{cfg.max_length} tokens")
-    out = ds.select(keep)
-    if "length" not in out.column_names:
-        out = out.add_column("length", [totals[i] for i in keep])
-    return out
 
 
 def make_trainer(model, processor, cfg: Config, tier: str, train_ds, eval_ds=None,

@@ -163,9 +163,7 @@ def test_trainer_never_meets_a_rejected_sample(base_cfg, planted, tmp_path, monk
 
     from tableqa_helpers import train
 
-    if "clean_split" not in inspect.getsource(train.build_trainer):  # until train.py calls it
-        monkeypatch.setattr(train, "filter_long", lambda ds, processor, cfg, where="train":
-                            clean_split(ds, processor, cfg, where, progress=False)[0])
+    assert "clean_split" in inspect.getsource(train.build_trainer)
     cfg = _cfg(base_cfg, tmp_path, planted[0], train_limit=None, eval_limit=None)
     trainer = train.build_trainer(cfg, "a")
     planted_ids = {s: sorted(i for where in planted[1].values() for sp, i in where if sp == s)
