@@ -248,6 +248,9 @@ def run_training(model, processor, cfg, tier, name, settings, warm_rows, rows, e
                  stats, flops):
     """One variant: warm-up on other rows, then `epochs` epochs over `rows`, each step timed."""
     c = copy.deepcopy(cfg)
+    settings, changes = settings if isinstance(settings, list) else (settings, {})
+    for field, value in changes.items():  # config fields this variant changes
+        setattr(c, field, value)
     if settings == "default":
         c.gpu = "auto"
     elif isinstance(settings, str):
@@ -260,7 +263,7 @@ def run_training(model, processor, cfg, tier, name, settings, warm_rows, rows, e
     bs, ga = preset["batch_size"], preset["grad_accum"]
     rec = {"part": f"tier_{tier}", "variant": name, "preset": preset["preset"], "batch_size": bs,
            "grad_accum": ga, "checkpointing": preset["gradient_checkpointing"],
-           "workers": c.dataloader_workers}
+           "workers": c.dataloader_workers, "compiled": fast.compile_wanted(c)}
     tmp = tempfile.mkdtemp(prefix="bench-")
     common = dict(output_dir=tmp, logging_strategy="no", save_strategy="no", eval_strategy="no",
                   disable_tqdm=True, report_to=[])
@@ -272,7 +275,7 @@ def run_training(model, processor, cfg, tier, name, settings, warm_rows, rows, e
         t = time.perf_counter()
         warm.train()
         sync()
-        rec["warmup_s"] = round(time.perf_counter() - t, 1)
+        rec["warmup_s"] = round(time.perf_counter() - t, 1)  # includes compiling, if any
         del warm
         gc.collect()
         timer = step_timer()
@@ -292,6 +295,7 @@ def run_training(model, processor, cfg, tier, name, settings, warm_rows, rows, e
         rec["mfu"] = mfu(rec["samples_per_s"], flops)
         if trainer.vision_cache is not None:
             rec["cache"] = trainer.vision_cache.stats()
+        rec["dynamo"] = _dynamo_counts()
         del trainer
     except torch.OutOfMemoryError as e:
         rec["error"] = "OOM: " + str(e).split("\n")[0][:160]
@@ -301,6 +305,15 @@ def run_training(model, processor, cfg, tier, name, settings, warm_rows, rows, e
     rec.update(peak_gib())
     log(rec)
     reset_memory()
+
+
+def _dynamo_counts() -> dict:
+    """torch.compile's running totals: graphs compiled, frames that fell back, graph breaks."""
+    from torch._dynamo.utils import counters
+
+    return {"unique_graphs": counters["stats"].get("unique_graphs", 0),
+            "graph_breaks": sum(counters["graph_break"].values()),
+            "recompile_limit_hits": sum(v for k, v in counters["frames"].items() if "limit" in k)}
 
 
 # ---- inference -----------------------------------------------------------------------------
@@ -440,7 +453,9 @@ def main(argv=None):
         model = guarded("profile", lambda: bench_profile(model, processor, cfg, rows, log, a.out,
                                                          a.profiler_tutorial)) or model
     fast.use_grouped_vision_attention(model)  # what load_model does under SDPA
-    variants = {"default": "default", "40gb": "40gb", "bs2": (2, 12, False),
+    eager = {"compile_blocks": "off"}  # a [settings, config changes] pair
+    variants = {"default": "default", "40gb": "40gb", "eager": ["default", eager],
+                "40gb_eager": ["40gb", eager], "bs2": (2, 12, False),
                 "bs1_ga24": (1, 24, False), "bs4_ckpt": (4, 6, True), "bs2_ckpt": (2, 12, True),
                 "bs2_ckpt2": (2, 12, 2), "bs3_ckpt2": (3, 8, 2), "bs3_ckpt": (3, 8, True),
                 "tutorial_batch": (3, 8, True), "bs3": (3, 8, False)}

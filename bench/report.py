@@ -71,7 +71,7 @@ def build(out: Path) -> str:
         for r in ours:
             if r["part"] != f"tier_{tier}":
                 continue
-            what = f"ours Tier {tier.upper()} {r['variant']} ({r['preset']})"
+            what = f"ours Tier {tier.upper()} {r['variant']} ({r['preset']}{', compiled' if r.get('compiled') else ''})"
             ck = r["checkpointing"]
             ck = "no" if not ck else ("yes" if ck is True else f"every {ck}nd block")
             setting = f"{r['batch_size']} x {r['grad_accum']}, {ck}"

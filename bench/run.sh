@@ -6,6 +6,8 @@
 #             reference script, kept outside the project; copy it there, ignored by git)
 #   tutorial  the tutorial's Tier B recipe (bench.tutorial)
 #   ours      this project's Tier A / Tier B / inference and the tutorial's inference (bench.bench)
+#   measure   the GPU plans' memory estimates against measurement (`hardware measure`), one
+#             process per run in MEASURES (";"-separated argument lists); records in measure.jsonl
 #   report    the table (bench.report), printed last and saved as $OUT/summary.md
 set -o pipefail
 SHAPE=${1:-7b}
@@ -37,6 +39,13 @@ for stage in $STAGES; do
     ours)
       timeout ${OURS_TIMEOUT:-400} $PY -m bench.bench --shape $SHAPE --out "$OUT" $OURS_ARGS > "$OUT/ours.log" 2>&1
       grep -E "RECORD|Error|DONE" "$OUT/ours.log" | cut -c1-400 ;;
+    measure)
+      IFS=';' read -ra runs <<< "${MEASURES:---tier a;--tier b;--tier a --set hardware=t4 --cap-gib 14.7}"
+      for r in "${runs[@]}"; do
+        timeout ${MEASURE_TIMEOUT:-240} $PY -m tableqa_helpers.hardware measure --model /tmp/rand7b $r \
+          --out "$OUT/measure.jsonl" >> "$OUT/measure.log" 2>&1; echo "measure $r: exit $?"
+      done
+      grep -E "^MEASURE|Error" "$OUT/measure.log" | cut -c1-300 ;;
     report) $PY -m bench.report --out "$OUT" ;;
   esac
 done

@@ -97,6 +97,9 @@ class Config:
     vision_cache_gb: float = 8.0  # bound on the in-memory vision cache, in GiB
     vision_cache_disk_gb: float = 0.0  # Tier A: vision cache on disk (RUN/cache/vision), GiB; 0: off
     vision_attention: str = "grouped"  # SDPA vision windows: "grouped" (fast.py) or "stock"
+    compile_blocks: str = "auto"  # torch.compile each decoder layer / vision MLP in training:
+    #                               "auto" (on a bf16/fp16 GPU of compute capability >= 8, not
+    #                               under 4-bit), "on", "off" (fast.compile_blocks)
     gpu: str = "manual"  # batch preset (fast.GPU_PRESETS): manual (fields as set), auto, 80gb...
     quantize: str = "none"  # base weights: "none" (dtype) or "4bit" (QLoRA; needs bitsandbytes)
     hardware: str = "none"  # GPU plan (hardware.py) for fields not set: none, auto, or t4, l4, h100...
@@ -176,6 +179,8 @@ class Config:
                 raise ConfigError(f"{name}.epochs must be > 0, got {t.epochs}")
         if self.tier_b.last_n_blocks < 1:
             raise ConfigError(f"tier_b.last_n_blocks must be >= 1, got {self.tier_b.last_n_blocks}")
+        if self.compile_blocks not in ("auto", "on", "off"):
+            raise ConfigError(f"compile_blocks must be auto, on or off, got {self.compile_blocks!r}")
         if self.dtype not in ("bfloat16", "float16", "float32"):
             raise ConfigError(f"dtype must be bfloat16, float16 or float32, got {self.dtype!r}")
         from .hardware import CARDS, QUANTIZE

@@ -29,6 +29,18 @@ its own length, every image its own window counts, every decoding step one more 
 `sdpa_without_cudnn()` SDPA chooses among the flash, memory-efficient and math kernels instead
 (same function, kernel rounding aside). `train.fast_loss` and `infer.generate_batch` use it.
 
+Compiled blocks
+---------------
+Half of an eager micro-batch's GPU time is small element-wise kernels (float32 RMSNorm, rotary
+embedding, SiLU, residual adds, LoRA scaling and dropout), each a separate launch from Python.
+`compile_blocks(model)` compiles each decoder layer, and each vision block's MLP and norms, with
+`torch.compile` in place ("regional compilation": the layers share one compiled graph, so the
+cost is one compilation, not 28, and shapes are made dynamic after the first new length). The
+function is the same, fused; `tests/test_fast.py` compares loss and gradients with the eager
+step. The first steps pay the compilation (about a minute on a GPU). `train.make_trainer`
+applies it where ``cfg.compile_blocks`` says (`compile_wanted`) and removes it when training
+ends; `uncompile_blocks(model)` undoes it.
+
 GPU presets
 -----------
 `gpu_preset(cfg)` picks micro-batch, accumulation, gradient checkpointing and generation batch
@@ -175,6 +187,58 @@ def grouped_vision_attention_active(model) -> bool:
     """True when every vision attention module of the model runs the grouped forward."""
     mods = vision_attention_modules(model)
     return bool(mods) and all("forward" in m.__dict__ for m in mods)
+
+
+# ---- compiled blocks ------------------------------------------------------------------------
+def compile_wanted(cfg) -> bool:
+    """Whether training compiles the blocks: ``cfg.compile_blocks`` "on", "off", or "auto" (a
+    GPU of compute capability >= 8 with unquantized weights: Triton's fused kernels need one,
+    and bitsandbytes' 4-bit layers break the graph)."""
+    choice = getattr(cfg, "compile_blocks", "off")
+    if choice != "auto":
+        return choice == "on"
+    return (torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 8
+            and getattr(cfg, "quantize", "none") == "none")
+
+
+def _block_modules(model) -> list:
+    net = model.get_base_model() if hasattr(model, "get_base_model") else model
+    mods = list(net.model.language_model.layers)
+    for block in net.model.visual.blocks:  # its attention stays eager (grouped plan on the host)
+        mods += [block.norm1, block.norm2, block.mlp]
+    return mods
+
+
+def compiled_modules(model) -> list:
+    """The modules `compile_blocks` compiles: decoder layers that are not checkpointed (a layer
+    checkpoints inside its own forward, with a `context_fn` that compiled code cannot take), and
+    every vision block's MLP and norms."""
+    return [m for m in _block_modules(model) if not getattr(m, "gradient_checkpointing", False)]
+
+
+def compile_blocks(model) -> int:
+    """Compile the repeated blocks of `model` in place (see the module doc); returns how many."""
+    import torch._dynamo
+
+    uncompile_blocks(model)  # checkpointing may have changed since the last call
+    mods = compiled_modules(model)
+    # one compiled graph serves every layer; grad / no-grad, eval and dynamic shapes each add
+    # an entry, so allow more than the default 8 before dynamo falls back to eager
+    conf = torch._dynamo.config
+    name = "recompile_limit" if hasattr(conf, "recompile_limit") else "cache_size_limit"
+    setattr(conf, name, max(getattr(conf, name), 64))
+    for m in mods:
+        if getattr(m, "_compiled_call_impl", None) is None:
+            m.compile()
+    return len(mods)
+
+
+def uncompile_blocks(model) -> int:
+    """Run the blocks eagerly again (undoes `compile_blocks`)."""
+    mods = [m for m in _block_modules(model) if getattr(m, "_compiled_call_impl", None)]
+    for m in mods:
+        m._compiled_call_impl = None
+    return len(mods)
 
 
 # ---- GPU presets ----------------------------------------------------------------------------

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import statistics
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -245,6 +246,7 @@ class Settings:
     last_n_blocks: int = 4
     include_merger: bool = False
     processes: int = 1
+    compiled: bool = False  # decoder layers compiled (fast.compile_blocks): fused, saves less
 
     @property
     def image_tokens(self) -> int:
@@ -255,9 +257,12 @@ def settings_of(cfg, tier: str = "a", preset: dict | None = None) -> Settings:
     """The Settings a config trains `tier` with (`preset`: its resolved GPU preset, if known)."""
     from .fast import gpu_preset
 
+    from .fast import compile_wanted
+
     preset = preset or gpu_preset(cfg, tier)
     t = cfg.tier_a if tier == "a" else cfg.tier_b
     return Settings(tier=tier, quantize=getattr(cfg, "quantize", "none"),
+                    compiled=compile_wanted(cfg),
                     dtype_bytes=4 if cfg.dtype == "float32" else 2,
                     micro_batch=preset["batch_size"], grad_accum=preset["grad_accum"],
                     checkpointing=preset["gradient_checkpointing"], max_pixels=cfg.max_pixels,
@@ -269,14 +274,18 @@ def settings_of(cfg, tier: str = "a", preset: dict | None = None) -> Settings:
 def layer_bytes_per_token(s: Shape, st: Settings) -> int:
     """Bytes autograd keeps per token for one decoder layer (see the module doc)."""
     c, h, i, qd, kv = st.dtype_bytes, s.hidden, s.intermediate, s.q_dim, s.kv_dim
-    out = 8 * h + 3 * c * i + 2 * c * qd + 2 * c * kv + 4 * s.heads + 8
+    # eager: each RMSNorm keeps its float32 copy of the input, the MLP its gate, up and product;
+    # compiled (fused), a norm keeps its input in the compute dtype and the product is recomputed
+    norms = 2 * c * h if st.compiled else 8 * h
+    mlp = (2 if st.compiled else 3) * c * i
+    out = norms + mlp + 2 * c * qd + 2 * c * kv + 4 * s.heads + 8
     if st.tier == "a":
         inputs = 5 * h + qd + i  # q, k, v, gate, up read h; o reads qd; down reads i
-        # each LoRA module keeps its own fp32 copy of its input (PEFT casts to the adapter's
-        # fp32); in fp32 there is no copy and q/k/v (gate/up) share one input, unless dropout
-        # makes one per module
-        distinct = inputs if c < 4 or st.lora_dropout > 0 else 2 * h + qd + i
-        out += 4 * distinct + 7 * 4 * st.lora_r
+        # each LoRA module keeps its input in the compute dtype (under autocast PEFT's float32
+        # copy is skipped: train._NoLoraInputCast): one per module with dropout; without, q/k/v
+        # share one, gate/up another, and o's is the attention output (counted above)
+        distinct = inputs if st.lora_dropout > 0 else 2 * h + i
+        out += c * distinct + 7 * c * st.lora_r  # + each lora_A output (r wide)
         if st.lora_dropout > 0:
             out += inputs  # the dropout masks (1 byte an element on a GPU)
     return out
@@ -323,7 +332,7 @@ def estimate_memory(s: Shape, st: Settings, text_tokens: int = PEAK_TEXT_TOKENS,
     llm += tokens * (4 * s.hidden + c * s.hidden)  # final norm (fp32 copy), input embeddings
     mw = s.merger_width
     if st.tier == "a":
-        merger = image_tokens * (4 * mw + c * mw + 4 * mw)  # LoRA input copies, GELU input
+        merger = image_tokens * (4 * mw + c * mw + c * mw)  # ln_q's fp32 copy, GELU, LoRA input
         vision = 0
         vision_transient = patches * (6 * c * s.v_hidden + 3 * c * s.v_intermediate)
     else:
@@ -426,7 +435,10 @@ def choose(cfg, gpu: Card, samples: int | None = None) -> Plan:
         p = GPU_PRESETS[f["gpu"]]["train_a" if tier == "a" else "train_b"]
         ckpt = f.get("gradient_checkpointing_override", p[2])
         t = cfg.tier_a if tier == "a" else cfg.tier_b
+        compiled = cfg.compile_blocks == "on" or (cfg.compile_blocks == "auto" and gpu.bf16
+                                                   and f["quantize"] == "none")
         return Settings(tier=tier, quantize=f["quantize"], dtype_bytes=2, micro_batch=p[0],
+                        compiled=compiled,
                         grad_accum=p[1], checkpointing=ckpt, max_pixels=f["max_pixels"],
                         lora_r=t.r, lora_dropout=t.dropout, last_n_blocks=cfg.tier_b.last_n_blocks,
                         include_merger=cfg.tier_b.include_merger)
@@ -668,9 +680,15 @@ def compare_runs(one, other, tier: str = "a") -> dict:
     rel = [abs(steps[1][k] - steps[0][k]) / max(abs(steps[0][k]), 1e-12) for k in common]
     speed = [next(e["train_samples_per_second"] for e in reversed(log["log_history"])
                   if "train_samples_per_second" in e) for log in logs]
+    # steady state: the median seconds per optimizer step (same global batch), after step 2
+    step_s = [statistics.median([e["step_seconds"] for e in log["log_history"]
+                                 if "step_seconds" in e and e["step"] > 2] or [float("nan")])
+              for log in logs]
     return {"steps": len(common), "loss_max_rel_diff": max(rel) if rel else None,
             "loss_mean_rel_diff": sum(rel) / len(rel) if rel else None,
-            "samples_per_second": speed, "speedup": speed[1] / speed[0]}
+            "samples_per_second_whole_run": speed, "median_step_seconds": step_s,
+            "speedup": step_s[0] / step_s[1],
+            "speedup_whole_run": speed[1] / speed[0]}
 
 
 def random_checkpoint(folder, shape: str = "7b") -> str:
@@ -725,8 +743,13 @@ def saved_activation_bytes(model, processor, cfg, row) -> int:
             seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
         return t
 
+    from .model import torch_dtype
+
     model.train()
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    dtype = torch_dtype(cfg)  # the Trainer's mixed precision (bf16/fp16 autocast on a GPU)
+    autocast = torch.autocast("cuda", dtype=dtype, enabled=torch.cuda.is_available()
+                              and dtype in (torch.bfloat16, torch.float16))
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast:
         loss = fast_loss(model, batch)
     loss.backward()
     model.zero_grad(set_to_none=True)
@@ -781,7 +804,8 @@ def measure(model_dir, tier: str = "a", overrides: dict | None = None, shape: st
     model = load_model(cfg, model_dir, trainable=True)
     model = apply_tier_a(model, cfg) if tier == "a" else apply_tier_b(model, cfg)
     preset = gpu_preset(cfg, tier)
-    saved = saved_activation_bytes(model, processor, cfg, ds[0])  # before training: no cache
+    # what one forward without checkpointing keeps (not under a cap: it would not fit)
+    saved = None if cap_gib else saved_activation_bytes(model, processor, cfg, ds[0])
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     if snapshot and cuda:
@@ -823,7 +847,7 @@ def measure(model_dir, tier: str = "a", overrides: dict | None = None, shape: st
               "labelled_tokens": labelled,
               "estimate_gib": {k: round(v / GIB, 2) for k, v in est.items()},
               # what autograd keeps for this one sample, counted in one forward, vs the estimate
-              "saved_activations_mib": round(saved / 2 ** 20, 1),
+              "saved_activations_mib": None if saved is None else round(saved / 2 ** 20, 1),
               "estimate_saved_mib": round(_saved_estimate(Shape.of(_config_of(model)), st, counts,
                                                           labelled) / 2 ** 20, 1),
               "seconds_per_step": round(later[len(later) // 2], 3),

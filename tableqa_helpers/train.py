@@ -40,6 +40,7 @@ import hashlib
 import inspect
 import json
 import os
+import time
 from collections import OrderedDict
 from pathlib import Path
 
@@ -337,10 +338,17 @@ def _trainer_class():
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             # `fast_loss` runs as the forward of whatever wraps the model (DDP, FSDP: their
             # forward synchronises gradients / gathers shards); the model's own instance
-            # `forward` (accelerate's autocast wrapper, if any) is put back afterwards
+            # `forward` (accelerate's autocast wrapper, if any) is put back afterwards. That
+            # wrapper is what turns on mixed precision, so `fast_loss` runs under the
+            # accelerator's autocast itself (without it, every LoRA layer runs in float32).
             inner = self.accelerator.unwrap_model(model)
             own = inner.__dict__.get("forward")
-            inner.forward = lambda **kw: fast_loss(inner, kw, self.vision_cache)
+
+            def forward(**kw):
+                with self.accelerator.autocast():
+                    return fast_loss(inner, kw, self.vision_cache)
+
+            inner.forward = forward
             try:
                 loss = model(**inputs)
             finally:
@@ -350,6 +358,17 @@ def _trainer_class():
                     inner.forward = own
             return (loss, (loss,)) if return_outputs else loss
 
+        def log(self, logs, *args, **kwargs):
+            # wall seconds per optimizer step since the previous loss log (evaluations in
+            # between included); the first log of a run has none (it holds the warm-up)
+            if "loss" in logs:
+                now, step = time.perf_counter(), self.state.global_step
+                last = self.__dict__.get("_last_loss_log")
+                if last is not None and step > last[1]:
+                    logs["step_seconds"] = round((now - last[0]) / (step - last[1]), 4)
+                self._last_loss_log = (now, step)
+            super().log(logs, *args, **kwargs)
+
         def _get_train_sampler(self, train_dataset=None):
             from .resume import epoch_seeded  # each epoch's order from (seed, epoch): resumable
 
@@ -357,6 +376,24 @@ def _trainer_class():
                                 self.args.data_seed if self.args.data_seed is not None else self.args.seed)
 
     return TableQATrainer
+
+
+def _eager_after_training_class():
+    from transformers import TrainerCallback
+
+    class EagerAfterTraining(TrainerCallback):
+        def on_train_end(self, args, state, control, model=None, **kwargs):
+            from .fast import uncompile_blocks
+
+            if model is not None:
+                uncompile_blocks(model)
+
+    return EagerAfterTraining
+
+
+def _EagerAfterTraining():
+    """A callback that removes `fast.compile_blocks` from the model when training ends."""
+    return _eager_after_training_class()()
 
 
 def enable_checkpointing(model, enable: bool | int = True) -> None:
@@ -421,7 +458,8 @@ def make_trainer(model, processor, cfg: Config, tier: str, train_ds, eval_ds=Non
     """
     from transformers import EarlyStoppingCallback, TrainingArguments
 
-    from .fast import gpu_preset, use_expandable_segments
+    from .fast import (compile_blocks, compile_wanted, gpu_preset, uncompile_blocks,
+                       use_expandable_segments)
     from .resume import CompleteCheckpoints, min_save_total_limit
     from .model import torch_dtype
 
@@ -464,6 +502,8 @@ def make_trainer(model, processor, cfg: Config, tier: str, train_ds, eval_ds=Non
     args.update(overrides)
     # checkpointing is set on the model, not through TrainingArguments (no input-grad hooks)
     enable_checkpointing(model, preset["gradient_checkpointing"])
+    compiled = compile_wanted(cfg)
+    (compile_blocks if compiled else uncompile_blocks)(model)
     use_expandable_segments()  # lengths vary per sample: avoid a fragmented allocator cache
     _inner(model).config.use_cache = False
     use_cache = tier == "a" and cfg.cache_vision and vision_frozen(model)
@@ -472,6 +512,8 @@ def make_trainer(model, processor, cfg: Config, tier: str, train_ds, eval_ds=Non
         callbacks = [EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience)] \
             if evaluate else []
     callbacks = [*callbacks, CompleteCheckpoints(cfg.save_steps)]  # marks complete checkpoints
+    if compiled:  # the model goes back to eager code (generation, merging) when training ends
+        callbacks.append(_EagerAfterTraining())
     targs = TrainingArguments(**args)
     if targs.n_gpu > 1:  # several GPUs seen by one process: use one (nn.DataParallel's replicas
         targs._n_gpu = 1  # cannot run fast_loss); all of them with `accelerate launch` (docs/gpus.md)

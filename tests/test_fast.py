@@ -282,3 +282,64 @@ def test_trainer_caches_vision_across_epochs(tiny_cfg, processor, dataset):
                            disable_tqdm=True)
     trainer.train()
     assert trainer.vision_cache.misses == 4 and trainer.vision_cache.hits == 4
+
+
+# ---- compiled blocks and mixed precision in the Trainer ----------------------------------------
+@pytest.mark.parametrize("tier,checkpointing", [("a", False), ("a", 2), ("b", False)])
+def test_compiled_blocks_same_loss_and_grads(tiny_cfg, processor, dataset, tier, checkpointing):
+    """`fast.compile_blocks` (torch.compile of each block) keeps loss and gradients, over samples
+    of different lengths (dynamic shapes), with and without checkpointing."""
+    model = _model(tiny_cfg, tier)
+    enable_checkpointing(model, checkpointing)
+    batches = [TrainCollator(processor, tiny_cfg.system_prompt, tiny_cfg.max_length)(
+        [dataset["train"][i]]) for i in range(3)]
+    eager = [_loss_and_grads(model, lambda b=b: fast_loss(model, b)) for b in batches]
+    try:
+        assert fast.compile_blocks(model) == len(fast.compiled_modules(model)) > 0
+        compiled = [_loss_and_grads(model, lambda b=b: fast_loss(model, b)) for b in batches]
+    finally:
+        fast.uncompile_blocks(model)
+    assert not any(m._compiled_call_impl for m in fast._block_modules(model))
+    if checkpointing:  # checkpointed decoder layers stay eager
+        layers = _inner(model).model.language_model.layers
+        assert {i for i, m in enumerate(layers) if m in fast.compiled_modules(model)} == {
+            i for i in range(len(layers)) if i % checkpointing}
+    for e, c in zip(eager, compiled):
+        _same(e, c)
+
+
+def test_compile_wanted_follows_config(tiny_cfg):
+    for choice, want in (("on", True), ("off", False)):
+        tiny_cfg.compile_blocks = choice
+        assert fast.compile_wanted(tiny_cfg) is want
+    tiny_cfg.compile_blocks = "auto"
+    if not torch.cuda.is_available():
+        assert fast.compile_wanted(tiny_cfg) is False  # auto: never on a CPU
+    tiny_cfg.quantize = "4bit"
+    assert fast.compile_wanted(tiny_cfg) is False  # auto: never under bitsandbytes' 4-bit layers
+    with pytest.raises(ConfigError, match="compile_blocks"):
+        get_config("tiny", root=str(tiny_cfg.root), compile_blocks="yes")
+
+
+@pytest.mark.parametrize("bf16", [True, False])
+def test_trainer_loss_runs_under_the_accelerators_autocast(tiny_cfg, processor, dataset,
+                                                           monkeypatch, bf16):
+    """The Trainer's mixed precision reaches `fast_loss` (it replaces the autocast-wrapped
+    forward, so it must open the accelerator's autocast itself)."""
+    from tableqa_helpers import train as train_mod
+
+    seen = []
+    real = train_mod.fast_loss
+
+    def spy(model, inputs, cache=None):
+        seen.append(torch.is_autocast_enabled("cpu"))
+        return real(model, inputs, cache)
+
+    monkeypatch.setattr(train_mod, "fast_loss", spy)
+    model = _model(tiny_cfg, "a")
+    trainer = train_mod.make_trainer(
+        model, processor, tiny_cfg, "a", dataset["train"].select(range(2)), None,
+        output_dir=tiny_cfg.run_dir / "ckpt", max_steps=1, per_device_train_batch_size=2,
+        gradient_accumulation_steps=1, disable_tqdm=True, use_cpu=True, bf16=bf16)
+    trainer.train()
+    assert seen and all(s is bf16 for s in seen)

@@ -82,10 +82,13 @@ def _saved_bytes(module, run) -> int:
     return sum(seen.values())
 
 
-@pytest.mark.parametrize("tier", ["a", "b"])
-def test_layer_activation_formula_matches_what_autograd_saves(tier):
+@pytest.mark.parametrize("tier,dropout", [("a", 0.0), ("a", 0.1), ("b", 0.0)])
+def test_layer_activation_formula_matches_what_autograd_saves(tier, dropout):
     """One bf16 decoder layer (PEFT LoRA on its 7 projections for Tier A, none for Tier B; its
-    input requires grad, as in the model): the bytes autograd keeps per token are the formula's."""
+    input requires grad, as in the model) under bf16 autocast, as the Trainer runs it: the bytes
+    autograd keeps per token are the (eager) formula's."""
+    from tableqa_helpers.train import _NoLoraInputCast
+
     from peft import LoraConfig, get_peft_model
     from transformers.models.qwen2_5_vl import modeling_qwen2_5_vl as q
 
@@ -105,17 +108,25 @@ def test_layer_activation_formula_matches_what_autograd_saves(tier):
 
     model = One().requires_grad_(False)
     if tier == "a":
-        model = get_peft_model(model, LoraConfig(r=16, lora_alpha=8, lora_dropout=0.0,
+        model = get_peft_model(model, LoraConfig(r=16, lora_alpha=8, lora_dropout=dropout,
                                target_modules=r".*(self_attn\.[qkvo]_proj|mlp\.(gate|up|down)_proj)"))
-    tokens = 48
-    x = torch.randn(1, tokens, tc.hidden_size, dtype=torch.bfloat16, requires_grad=True)
-    pos = torch.arange(tokens)[None, None].expand(3, 1, tokens)
-    pe = q.Qwen2_5_VLRotaryEmbedding(tc)(x, pos)  # shared by all layers in the model: not counted
-    saved = _saved_bytes(model, lambda: model(x, pe, pos))
-    rope = sum(t.untyped_storage().nbytes() for t in pe)
-    per_token = (saved - rope) / tokens
-    st = Settings(tier=tier, dtype_bytes=2, lora_r=16, lora_dropout=0.0)
-    assert per_token == pytest.approx(hardware.layer_bytes_per_token(Shape.of(config), st), rel=0.01)
+    def saved(tokens):
+        x = torch.randn(1, tokens, tc.hidden_size, dtype=torch.bfloat16, requires_grad=True)
+        pos = torch.arange(tokens)[None, None].expand(3, 1, tokens)
+        pe = q.Qwen2_5_VLRotaryEmbedding(tc)(x, pos)  # shared by all layers: not counted
+        with torch.autocast("cpu", dtype=torch.bfloat16), _NoLoraInputCast(model, True):
+            kept = _saved_bytes(model, lambda: model(x, pe, pos))
+        return kept - sum(t.untyped_storage().nbytes() for t in pe)
+
+    # per token: the slope between two lengths (autocast's bf16 copies of the LoRA weights are
+    # kept once per layer, whatever the length)
+    per_token = (saved(96) - saved(48)) / 48
+    st = Settings(tier=tier, dtype_bytes=2, lora_r=16, lora_dropout=dropout)
+    expected = hardware.layer_bytes_per_token(Shape.of(config), st)
+    if dropout:  # the formula counts CUDA's 1-byte dropout masks; the CPU keeps them in bf16
+        h, i = tc.hidden_size, tc.intermediate_size
+        expected += 5 * h + h + i  # one more byte for every LoRA input element
+    assert per_token == pytest.approx(expected, rel=0.01)
 
 
 def test_vision_block_formula_matches_what_autograd_saves():
@@ -324,3 +335,24 @@ def test_qlora_tier_a_trains_on_the_stand_in(standins, tmp_path):
     losses = [e["loss"] for e in summary["log_history"] if "loss" in e]
     assert summary["steps"] == 2 and all(math.isfinite(x) for x in losses)
     assert (cfg.tier_a_dir / "adapter_model.safetensors").exists()
+
+
+def test_compare_runs_losses_and_steady_state_speedup(tmp_path):
+    """The multi-GPU check: per-step loss differences and the ratio of median step times after
+    the warm-up steps (whole-run rates include compilation and loader start)."""
+    import json
+
+    def run(name, losses, seconds, rate):
+        log = {"log_history": [{"step": i + 1, "loss": l, **({"step_seconds": s} if s else {})}
+                               for i, (l, s) in enumerate(zip(losses, seconds))]
+               + [{"step": len(losses), "train_samples_per_second": rate}]}
+        (tmp_path / name / "logs").mkdir(parents=True)
+        (tmp_path / name / "logs" / "tier_a.json").write_text(json.dumps(log))
+        return tmp_path / name
+
+    one = run("one", [2.0, 1.5, 1.2, 1.0, 0.9], [None, 9.0, 4.0, 4.2, 4.0], 1.0)
+    two = run("two", [2.0, 1.5, 1.2, 1.01, 0.9], [None, 8.0, 2.1, 2.0, 2.2], 1.5)
+    r = hardware.compare_runs(one, two)
+    assert r["steps"] == 5 and r["loss_max_rel_diff"] == pytest.approx(0.01)
+    assert r["median_step_seconds"] == [4.0, 2.1] and r["speedup"] == pytest.approx(4.0 / 2.1)
+    assert r["speedup_whole_run"] == pytest.approx(1.5)

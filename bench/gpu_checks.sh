@@ -1,0 +1,65 @@
+#!/bin/bash
+# The GPU plans' checks (docs/gpus.md), in one go on the GPU machine, 7B shape, random weights:
+#   1. with 2+ GPUs: Tier A on 1 GPU vs DDP on 2 (`accelerate/ddp.yaml`), same global batch of 8:
+#      loss by step and steady-state speed-up (`hardware compare`);
+#   2. `hardware measure` runs (estimate vs measured peak memory), one process each, on GPU 0:
+#      MEASURES_FIRST before 1., MEASURES after, ";"-separated argument lists ("": none; a --cap-gib run
+#      stands in for a smaller card).
+#   bench/gpu_checks.sh   env: OUT (default .bench_out), ROWS (training rows, 96), GA (1-GPU
+#                          accumulation, 8: global batch; 2 GPUs take half each), PY
+set -o pipefail
+OUT=${OUT:-.bench_out}
+mkdir -p "$OUT"
+PY=${PY:-python3}
+if ls .whl/*.whl >/dev/null 2>&1 && ! $PY -c "import trl, datasets" 2>/dev/null; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+ROWS=${ROWS:-96}
+MODEL=/tmp/rand7b
+nvidia-smi --query-gpu=index,name,memory.total --format=csv | tee "$OUT/gpus.txt"
+$PY -c "from tableqa_helpers.hardware import random_checkpoint as r; r('$MODEL')" || exit 1
+measure() {  # one `hardware measure` process per ";"-separated argument list
+  IFS=';' read -ra runs <<< "$1"
+  for r in "${runs[@]}"; do
+    echo "=== measure $r $(date -u +%T)"
+    CUDA_VISIBLE_DEVICES=0 timeout ${MEASURE_TIMEOUT:-150} $PY -m tableqa_helpers.hardware measure \
+      --model $MODEL $r --out "$OUT/measure.jsonl" >> "$OUT/measure.log" 2>&1; echo "exit $?"
+  done
+}
+measure "${MEASURES_FIRST---tier a --set hardware=t4 --cap-gib 14.7}"
+GPUS=$(nvidia-smi -L | wc -l)
+if [ "$GPUS" -ge 2 ]; then
+  echo "=== 1 vs 2 GPUs $(date -u +%T)"
+  $PY -m tableqa_helpers synth-data /tmp/synth --train $ROWS --validation 4 --test 4 --seed 0 >/dev/null
+  RUN="train --tier a --profile full --set model_id=$MODEL --set dataset_id=/tmp/synth
+       --set hardware=none --set gpu=manual --set batch_size=1 --set gradient_checkpointing=false
+       --set train_limit=$ROWS --set eval_limit=1 --set eval_steps=1000 --set tier_a.epochs=1
+       --set logging_steps=1 --set dataloader_workers=6 --set tier_a.warmup=0"
+  CUDA_VISIBLE_DEVICES=0 timeout ${ONE_TIMEOUT:-200} $PY -m tableqa_helpers $RUN --set root=/tmp/one \
+    --set grad_accum=${GA:-8} > "$OUT/one_gpu.log" 2>&1; echo "1 GPU: exit $?"
+  timeout ${TWO_TIMEOUT:-200} accelerate launch --config_file accelerate/ddp.yaml --num_processes 2 \
+    -m tableqa_helpers $RUN --set root=/tmp/two --set grad_accum=$(( ${GA:-8} / 2 )) > "$OUT/two_gpus.log" 2>&1
+  echo "2 GPUs: exit $?"
+  $PY -m tableqa_helpers.hardware compare /tmp/one/full /tmp/two/full | tee "$OUT/compare.json"
+  cp /tmp/one/full/logs/tier_a.json "$OUT/one_gpu_tier_a.json" 2>/dev/null
+  cp /tmp/two/full/logs/tier_a.json "$OUT/two_gpus_tier_a.json" 2>/dev/null
+fi
+measure "${MEASURES---tier a --set hardware=l4 --cap-gib 22;--tier a --set hardware=a100-40 --cap-gib 39.4}"
+# a short table last
+$PY - "$OUT" <<'EOF'
+import json, os, sys
+out = sys.argv[1]
+path = os.path.join(out, "compare.json")
+if os.path.exists(path) and os.path.getsize(path):
+    print("compare:", open(path).read().replace("\n", " "))
+path = os.path.join(out, "measure.jsonl")
+for line in open(path) if os.path.exists(path) else []:
+    r = json.loads(line)
+    print(f"measure tier {r['tier']} quantize {r['quantize']} cap {r['cap_gib']} preset "
+          f"{r['preset']['preset']} pixels {r['max_pixels']}: estimate {r['estimate_gib']['peak']} "
+          f"GiB, measured {r['measured_peak_gib']} GiB (reserved {r['measured_reserved_gib']}), "
+          f"ratio {r['estimate_over_measured']}, {r['seconds_per_step']} s/step")
+EOF
+( cd "$OUT" && shopt -s nullglob && f=(*.log) && [ ${#f[@]} -gt 0 ] && tar czf logs.tar.gz "${f[@]}" && rm -f "${f[@]}" )
