@@ -7,15 +7,7 @@
 #      stands in for a smaller card).
 #   bench/gpu_checks.sh   env: OUT (default .bench_out), ROWS (training rows, 96), GA (1-GPU
 #                          accumulation, 8: global batch; 2 GPUs take half each), PY
-set -o pipefail
-OUT=${OUT:-.bench_out}
-mkdir -p "$OUT"
-PY=${PY:-python3}
-if ls .whl/*.whl >/dev/null 2>&1 && ! $PY -c "import trl, datasets" 2>/dev/null; then
-  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    && export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+source "$(dirname "$0")/env.sh"
 ROWS=${ROWS:-96}
 MODEL=/tmp/rand7b
 nvidia-smi --query-gpu=index,name,memory.total --format=csv | tee "$OUT/gpus.txt"

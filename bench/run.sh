@@ -9,16 +9,8 @@
 #   measure   the GPU plans' memory estimates against measurement (`hardware measure`), one
 #             process per run in MEASURES (";"-separated argument lists); records in measure.jsonl
 #   report    the table (bench.report), printed last and saved as $OUT/summary.md
-set -o pipefail
 SHAPE=${1:-7b}
-OUT=${OUT:-.bench_out}
-mkdir -p "$OUT"
-PY=${PY:-python3}
-if ls .whl/*.whl >/dev/null 2>&1 && ! $PY -c "import trl, datasets, qwen_vl_utils" 2>/dev/null; then
-  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    && export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+source "$(dirname "$0")/env.sh"
 STAGES=${STAGES:-seed tutorial ours report}
 { date -u; git rev-parse HEAD 2>/dev/null || echo "no commit yet"; nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv 2>/dev/null
   $PY -c "import torch, transformers, peft; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__)"; } | tee "$OUT/env.txt"

@@ -243,9 +243,10 @@ def uncompile_blocks(model) -> int:
 
 # ---- GPU presets ----------------------------------------------------------------------------
 # Chosen from bench/RESULTS.md (H100 80GB, 7B shape, ~2,700 tokens/sample). Global batch 24.
-# 80gb: micro-batch 1 without checkpointing peaks at 45 GiB (Tier A) / 42 GiB (Tier B); a
-# micro-batch of 2 was no faster and peaked at 75 GiB. 40gb: checkpointing every 2nd block,
-# 32 / 30 GiB. 24gb: every block (not measured: a guess; use 4-bit loading on such cards).
+# 80gb: micro-batch 1 without checkpointing peaks at 35 GiB (Tier A) / 34 GiB (Tier B) with
+# compiled blocks (45 / 42 before them); a micro-batch of 2 was no faster then and peaked at 75
+# GiB (not re-measured since). 40gb: checkpointing every 2nd block, 27 / 27 GiB. 24gb: every
+# block (17.6 GiB measured under a 22 GiB cap, docs/gpus.md; speed not measured).
 # `train_a`/`train_b`: (micro-batch, grad_accum, checkpointing) per tier; checkpointing is False,
 # True (every decoder/vision block) or n (every n-th block: `train.enable_checkpointing`).
 GPU_PRESETS = {

@@ -94,8 +94,8 @@ class Card:
 
 
 # Card classes the plan knows (Colab, Kaggle, common clouds). Utilisation: the H100's is the
-# measured Tier A epoch-1 MFU of bench/RESULTS.md (0.154, vision work included); the others are
-# assumptions (slower cards lose less of their peak to launches and data loading).
+# measured Tier A epoch-1 MFU of bench/RESULTS.md (0.216: compiled blocks, every image's vision
+# work included); the others are assumptions (slower cards lose less of their peak to launches).
 CARDS = {c.name: c for c in (
     Card("t4", "Tesla T4 16GB (Colab, Kaggle)", 14.7, (7, 5), 65.0, 0.30),
     Card("p100", "Tesla P100 16GB (Kaggle)", 15.9, (6, 0), 18.7, 0.30),
@@ -103,7 +103,7 @@ CARDS = {c.name: c for c in (
     Card("a10g", "A10G 24GB (AWS)", 22.0, (8, 6), 70.0, 0.30),
     Card("a100-40", "A100 40GB (Colab)", 39.4, (8, 0), 312.0, 0.25),
     Card("a100-80", "A100 80GB", 79.1, (8, 0), 312.0, 0.25),
-    Card("h100", "H100 80GB SXM", 79.1, (9, 0), 989.0, 0.155),
+    Card("h100", "H100 80GB SXM", 79.1, (9, 0), 989.0, 0.216),
 )}
 
 
@@ -127,7 +127,7 @@ def detect() -> Card | None:
         if any(w in name for w in words) and abs(known.memory_gib - memory) < 8:
             return dataclasses.replace(known, label=props.name, memory_gib=round(memory, 1),
                                        capability=capability)
-    peak, util = (989.0, 0.155) if capability >= (9, 0) else (312.0, 0.25) \
+    peak, util = (989.0, 0.216) if capability >= (9, 0) else (312.0, 0.25) \
         if capability >= (8, 0) else (65.0, 0.30)
     return Card(name.replace(" ", "-"), props.name, round(memory, 1), capability, peak, util)
 
@@ -465,6 +465,11 @@ def choose(cfg, gpu: Card, samples: int | None = None) -> Plan:
         reasons.append(f"{fields['dtype']} LoRA, preset {fields['gpu']} (micro-batch {micro}, "
                        f"gradient checkpointing {checkpointing_text(ckpt)}): the estimate fits "
                        f"{gpu.memory_gib:.0f} GiB")
+    if cfg.compile_blocks == "auto":
+        on = gpu.bf16 and fields["quantize"] == "none"
+        reasons.append("compiled blocks (torch.compile of the decoder layers, vision MLPs and "
+                       "norms): " + ("on" if on else "off, " + (
+                           "4-bit layers" if gpu.bf16 else "compute capability below 8.0")))
     try:
         from .model import flash_attn_usable
 

@@ -18,8 +18,10 @@ math (`tests/test_fast.py` compares loss and gradients with the plain step):
   (files under RUN/cache/vision/<model fingerprint>; ~165 GB for the whole train split);
 - the vision tower's windowed attention runs grouped (`fast.py`) when flash-attn is absent;
 - SDPA avoids cuDNN attention, which builds a graph for every new shape (`fast.py`);
-- under autocast, PEFT's float32 round trip of every LoRA input is skipped (`_NoLoraInputCast`:
-  bf16 -> float32 -> bf16 is exact, the matmul is the same);
+- the loss runs under the Trainer's mixed precision (`accelerator.autocast()`: replacing the
+  model's forward would otherwise drop it), and there PEFT's float32 round trip of every LoRA
+  input is skipped (`_NoLoraInputCast`: bf16 -> float32 -> bf16 is exact, the matmul is the same);
+- on GPUs that support it the blocks are compiled (`fast.compile_blocks`, ``cfg.compile_blocks``);
 - gradient checkpointing is enabled by us, without `enable_input_require_grads` (non-reentrant
   checkpointing does not need it), only where the GPU preset says memory needs it (every block,
   or every n-th), and recomputation runs under the forward pass's settings;

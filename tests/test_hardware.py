@@ -232,7 +232,13 @@ def test_choice_steps_down_when_the_estimate_does_not_fit():
     assert small.fields["max_pixels"] < 1280 * PIXEL_UNIT
     assert all(hardware.fits(m["peak"], 10.5) for m in small.memory.values())
     # 8 GiB: the 4-bit weights alone nearly fill it: said so
-    assert "too small" in hardware.choose(full(), Card("eight", "8GB", 8.0, (8, 6), 30.0, 0.3)).reasons[-1]
+    tiny_card = hardware.choose(full(), Card("eight", "8GB", 8.0, (8, 6), 30.0, 0.3))
+    assert any("too small" in r for r in tiny_card.reasons)
+    # compiled blocks: said, on where the card and weights allow it
+    assert "compiled blocks (torch.compile of the decoder layers, vision MLPs and norms): on" in \
+        hardware.choose(full(), CARDS["a100-40"]).reasons
+    assert any(r.endswith("off, compute capability below 8.0")
+               for r in hardware.choose(full(), CARDS["t4"]).reasons)
 
 
 def test_detect_reads_the_card(monkeypatch):

@@ -1,0 +1,27 @@
+"""The benchmark script runs end to end at the tiny shape on the CPU (what `bench/run.sh 7b` does
+on the GPU machine, minus the tutorial's reference script): records and the summary table."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_bench_runs_at_the_tiny_shape(tmp_path):
+    env = {**os.environ, "OUT": str(tmp_path), "PY": sys.executable, "STAGES": "ours report",
+           "OURS_ARGS": "--parts vision,a,b,infer --a-variants default,eager --b-variants default"}
+    run = subprocess.run(["bash", "bench/run.sh", "tiny"], cwd=ROOT, env=env, text=True,
+                         capture_output=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    records = [json.loads(line) for line in (tmp_path / "ours.jsonl").read_text().splitlines()]
+    parts = {(r["part"], r.get("variant")) for r in records}
+    for want in [("tier_a", "default"), ("tier_a", "eager"), ("tier_b", "default"),
+                 ("infer", "ours batched"), ("infer", "tutorial one-at-a-time"), ("vision", None)]:
+        assert want in parts, want
+    assert not [r for r in records if "error" in r], [r for r in records if "error" in r]
+    tier_a = [r for r in records if r["part"] == "tier_a"]
+    assert all(r["samples_per_s"] > 0 and r["cache"]["hits"] == r["cache"]["misses"] for r in tier_a)
+    summary = (tmp_path / "summary.md").read_text()
+    assert "ours Tier A default" in summary and "ours batched" in summary
