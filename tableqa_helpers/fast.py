@@ -37,7 +37,7 @@ embedding, SiLU, residual adds, LoRA scaling and dropout), each a separate launc
 `torch.compile` in place ("regional compilation": the layers share one compiled graph, so the
 cost is one compilation, not 28, and shapes are made dynamic after the first new length). The
 function is the same, fused; `tests/test_fast.py` compares loss and gradients with the eager
-step. The first steps pay the compilation (about a minute on a GPU). `train.make_trainer`
+step. The first steps pay the compilation (up to about 45 s on an H100). `train.make_trainer`
 applies it where ``cfg.compile_blocks`` says (`compile_wanted`) and removes it when training
 ends; `uncompile_blocks(model)` undoes it.
 

@@ -301,13 +301,16 @@ def vision_block_bytes_per_patch(s: Shape, st: Settings) -> int:
     return out
 
 
-def _stack(per_unit: int, units: int, count: int, width_bytes: int, ckpt: bool | int) -> int:
-    """Activations of `units` checkpointable blocks over `count` tokens/patches."""
+def _stack(per_unit: int, units: int, count: int, width_bytes: int, ckpt: bool | int,
+           recomputed: int | None = None) -> int:
+    """Activations of `units` checkpointable blocks over `count` tokens/patches; `recomputed`:
+    per-unit bytes of the block recomputed in the backward pass (default `per_unit`)."""
     if not ckpt:
         return units * per_unit * count
     every = 1 if ckpt is True else int(ckpt)
     kept = -(-units // every)  # checkpointed blocks (0, n, 2n, ...) keep only their input
-    return (kept * width_bytes + (units - kept) * per_unit + per_unit) * count
+    again = per_unit if recomputed is None else recomputed
+    return (kept * width_bytes + (units - kept) * per_unit + again) * count
 
 
 def estimate_memory(s: Shape, st: Settings, text_tokens: int = PEAK_TEXT_TOKENS,
@@ -328,7 +331,11 @@ def estimate_memory(s: Shape, st: Settings, text_tokens: int = PEAK_TEXT_TOKENS,
     image_tokens = (st.image_tokens if image_tokens is None else image_tokens) * st.micro_batch
     tokens = image_tokens + text_tokens * st.micro_batch
     patches = image_tokens * s.merge ** 2
-    llm = _stack(layer_bytes_per_token(s, st), s.layers, tokens, c * s.hidden, st.checkpointing)
+    # checkpointed decoder layers run eagerly (fast.compiled_modules): the one recomputed in the
+    # backward pass keeps the eager layer's activations
+    eager = dataclasses.replace(st, compiled=False)
+    llm = _stack(layer_bytes_per_token(s, st), s.layers, tokens, c * s.hidden, st.checkpointing,
+                 recomputed=layer_bytes_per_token(s, eager))
     llm += tokens * (4 * s.hidden + c * s.hidden)  # final norm (fp32 copy), input embeddings
     mw = s.merger_width
     if st.tier == "a":

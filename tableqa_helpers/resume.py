@@ -21,7 +21,8 @@ Checkpoint frequency: the Trainer checkpoints at every evaluation (``eval_steps`
 callback adds a checkpoint every ``cfg.save_steps`` optimizer steps (0: only at evaluations), so
 a preemptible session can checkpoint more often than it evaluates. Every checkpoint also closes
 a logging window, and each epoch's data order depends only on the seed and the epoch
-(`epoch_seeded`), so a resumed run logs the same losses and ends with the same adapter as an
+(`train_sampler`: `BalancedShardSampler`, or the Trainer's own sampler made resumable by
+`epoch_seeded`), so a resumed run logs the same losses and ends with the same adapter as an
 uninterrupted one (`tests/test_resume.py`).
 """
 from __future__ import annotations
@@ -174,6 +175,70 @@ class EpochLengthGroupedSampler(LengthGroupedSampler):
 
     def set_epoch(self, epoch: int) -> None:
         self.generator.manual_seed(self.seed + epoch)
+
+
+class BalancedShardSampler(torch.utils.data.Sampler):
+    """Each epoch a permutation drawn from ``seed + epoch`` alone (resumable, like `epoch_seeded`),
+    laid out so that under several processes every process gets the same amount of work.
+
+    The permutation is cut into windows of one optimizer step: ``world x batch_size x
+    grad_accum`` samples. Within a window the samples are dealt to the processes longest first,
+    each to the process with the fewest tokens so far (at most ``batch_size x grad_accum`` each),
+    and each process's share is sorted by length and cut into its micro-batches (less padding).
+    The window is then written in the order accelerate shards batches (batch ``i`` goes to
+    process ``i % world``). So the samples of each optimizer step are the permutation's next
+    window whatever the number of processes (1 vs 2 GPUs see the same global batches), and the
+    slowest process, which every step waits for, carries no more than its share. A last window
+    that is not full keeps the permutation's order.
+    """
+
+    def __init__(self, lengths, world: int, batch_size: int, grad_accum: int, seed: int):
+        if world < 1 or batch_size < 1 or grad_accum < 1:
+            raise ValueError(f"world, batch_size and grad_accum must be >= 1, got "
+                             f"{world}, {batch_size}, {grad_accum}")
+        self.lengths = [int(x) for x in lengths]
+        self.world, self.batch_size, self.grad_accum = world, batch_size, grad_accum
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self):
+        g = torch.Generator()
+        g.manual_seed(self.seed + self.epoch)
+        order = torch.randperm(len(self.lengths), generator=g).tolist()
+        share = self.batch_size * self.grad_accum
+        window = self.world * share
+        for start in range(0, len(order), window):
+            chunk = order[start:start + window]
+            yield from (self._layout(chunk, share) if len(chunk) == window else chunk)
+
+    def _layout(self, chunk: list[int], share: int) -> list[int]:
+        shares: list[list[int]] = [[] for _ in range(self.world)]
+        load = [0] * self.world
+        for i in sorted(chunk, key=lambda i: -self.lengths[i]):  # stable: ties keep their order
+            r = min((r for r in range(self.world) if len(shares[r]) < share), key=lambda r: load[r])
+            shares[r].append(i)
+            load[r] += self.lengths[i]
+        out = []
+        b = self.batch_size
+        for j in range(self.grad_accum):  # micro-batch j of every process, process by process
+            for r in range(self.world):
+                out += shares[r][j * b:(j + 1) * b]
+        return out
+
+
+def train_sampler(default, dataset, world: int, batch_size: int, grad_accum: int, seed: int):
+    """The training sampler: `BalancedShardSampler` where the dataset has token lengths (the
+    dataset check adds them) and either several processes share the work or micro-batches are
+    single samples; otherwise the Trainer's own `default`, made resumable (`epoch_seeded`)."""
+    names = getattr(dataset, "column_names", None) or []
+    if "length" in names and (world > 1 or batch_size == 1):
+        return BalancedShardSampler(dataset["length"], world, batch_size, grad_accum, seed)
+    return epoch_seeded(default, seed)
 
 
 def _barrier() -> None:

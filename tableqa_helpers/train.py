@@ -372,10 +372,14 @@ def _trainer_class():
             super().log(logs, *args, **kwargs)
 
         def _get_train_sampler(self, train_dataset=None):
-            from .resume import epoch_seeded  # each epoch's order from (seed, epoch): resumable
+            from .resume import train_sampler  # order from (seed, epoch): resumable; balanced
 
-            return epoch_seeded(super()._get_train_sampler(train_dataset),
-                                self.args.data_seed if self.args.data_seed is not None else self.args.seed)
+            a = self.args
+            return train_sampler(super()._get_train_sampler(train_dataset),
+                                 train_dataset if train_dataset is not None else self.train_dataset,
+                                 a.world_size, a.per_device_train_batch_size,
+                                 a.gradient_accumulation_steps,
+                                 a.data_seed if a.data_seed is not None else a.seed)
 
     return TableQATrainer
 

@@ -175,6 +175,12 @@ def test_checkpointing_keeps_block_inputs_plus_one_block(shape7b):
     assert on["activations_llm"] == (28 * 2 * shape7b.hidden + layer) * tokens + extra
     assert half["activations_llm"] == (14 * 2 * shape7b.hidden + 15 * layer) * tokens + extra
     assert on["peak"] < half["peak"] < hardware.estimate_memory(shape7b, base)["peak"]
+    # compiled: the non-checkpointed layers keep less; the recomputed one is eager (not compiled)
+    comp = dataclasses.replace(base, compiled=True, checkpointing=2)
+    small = hardware.layer_bytes_per_token(shape7b, comp)
+    assert small < layer
+    assert hardware.estimate_memory(shape7b, comp)["activations_llm"] == \
+        (14 * 2 * shape7b.hidden + 14 * small + layer) * tokens + extra
 
 
 def test_time_scales_with_the_card_and_4bit(shape7b):
