@@ -268,6 +268,7 @@ def run_training(model, processor, cfg, tier, name, settings, warm_rows, rows, e
     common = dict(output_dir=tmp, logging_strategy="no", save_strategy="no", eval_strategy="no",
                   disable_tqdm=True, report_to=[])
     reset_memory()
+    dynamo_before = _dynamo_counts()
     try:
         warm = make_trainer(model, processor, c, tier, Rows(warm_rows), None, max_steps=1,
                             gradient_accumulation_steps=max(1, len(warm_rows) // bs), **common)
@@ -295,7 +296,7 @@ def run_training(model, processor, cfg, tier, name, settings, warm_rows, rows, e
         rec["mfu"] = mfu(rec["samples_per_s"], flops)
         if trainer.vision_cache is not None:
             rec["cache"] = trainer.vision_cache.stats()
-        rec["dynamo"] = _dynamo_counts()
+        rec["dynamo"] = _dynamo_counts(dynamo_before)  # this variant's warm-up and run
         del trainer
     except torch.OutOfMemoryError as e:
         rec["error"] = "OOM: " + str(e).split("\n")[0][:160]
@@ -307,13 +308,15 @@ def run_training(model, processor, cfg, tier, name, settings, warm_rows, rows, e
     reset_memory()
 
 
-def _dynamo_counts() -> dict:
-    """torch.compile's running totals: graphs compiled, frames that fell back, graph breaks."""
+def _dynamo_counts(before: dict | None = None) -> dict:
+    """torch.compile's counters (since `before`, if given): graphs compiled, graph breaks, and
+    frames dynamo gave up on (run eagerly: a recompile limit, an unsupported construct)."""
     from torch._dynamo.utils import counters
 
-    return {"unique_graphs": counters["stats"].get("unique_graphs", 0),
-            "graph_breaks": sum(counters["graph_break"].values()),
-            "recompile_limit_hits": sum(v for k, v in counters["frames"].items() if "limit" in k)}
+    now = {"unique_graphs": counters["stats"].get("unique_graphs", 0),
+           "graph_breaks": sum(counters["graph_break"].values()),
+           "frames_not_compiled": counters["frames"].get("total", 0) - counters["frames"].get("ok", 0)}
+    return {k: v - (before or {}).get(k, 0) for k, v in now.items()}
 
 
 # ---- inference -----------------------------------------------------------------------------

@@ -21,7 +21,7 @@ measure() {  # one `hardware measure` process per ";"-separated argument list
   done
 }
 measure "${MEASURES_FIRST---tier a --set hardware=t4 --cap-gib 14.7}"
-GPUS=$(nvidia-smi -L | wc -l)
+GPUS=$($PY -c "import torch; print(torch.cuda.device_count())")  # honours CUDA_VISIBLE_DEVICES
 if [ "$GPUS" -ge 2 ]; then
   echo "=== 1 vs 2 GPUs $(date -u +%T)"
   $PY -m tableqa_helpers synth-data /tmp/synth --train $ROWS --validation 4 --test 4 --seed 0 >/dev/null
@@ -31,7 +31,7 @@ if [ "$GPUS" -ge 2 ]; then
        --set logging_steps=1 --set dataloader_workers=6 --set tier_a.warmup=0"
   CUDA_VISIBLE_DEVICES=0 timeout ${ONE_TIMEOUT:-200} $PY -m tableqa_helpers $RUN --set root=/tmp/one \
     --set grad_accum=${GA:-8} > "$OUT/one_gpu.log" 2>&1; echo "1 GPU: exit $?"
-  timeout ${TWO_TIMEOUT:-200} accelerate launch --config_file accelerate/ddp.yaml --num_processes 2 \
+  timeout ${TWO_TIMEOUT:-200} $PY -m accelerate.commands.launch --config_file accelerate/ddp.yaml --num_processes 2 \
     -m tableqa_helpers $RUN --set root=/tmp/two --set grad_accum=$(( ${GA:-8} / 2 )) > "$OUT/two_gpus.log" 2>&1
   echo "2 GPUs: exit $?"
   $PY -m tableqa_helpers.hardware compare /tmp/one/full /tmp/two/full | tee "$OUT/compare.json"

@@ -34,7 +34,8 @@ for stage in $STAGES; do
     measure)
       IFS=';' read -ra runs <<< "${MEASURES:---tier a;--tier b;--tier a --set hardware=t4 --cap-gib 14.7}"
       for r in "${runs[@]}"; do
-        timeout ${MEASURE_TIMEOUT:-240} $PY -m tableqa_helpers.hardware measure --model /tmp/rand7b $r \
+        timeout ${MEASURE_TIMEOUT:-240} $PY -m tableqa_helpers.hardware measure --shape $SHAPE \
+          --model /tmp/rand$SHAPE $r \
           --out "$OUT/measure.jsonl" >> "$OUT/measure.log" 2>&1; echo "measure $r: exit $?"
       done
       grep -E "^MEASURE|Error" "$OUT/measure.log" | cut -c1-300 ;;

@@ -37,9 +37,10 @@ embedding, SiLU, residual adds, LoRA scaling and dropout), each a separate launc
 `torch.compile` in place ("regional compilation": the layers share one compiled graph, so the
 cost is one compilation, not 28, and shapes are made dynamic after the first new length). The
 function is the same, fused; `tests/test_fast.py` compares loss and gradients with the eager
-step. The first steps pay the compilation (up to about 45 s on an H100). `train.make_trainer`
-applies it where ``cfg.compile_blocks`` says (`compile_wanted`) and removes it when training
-ends; `uncompile_blocks(model)` undoes it.
+step. The first steps pay the compilation (up to about 45 s on an H100). The trainer of
+`train.make_trainer` applies it for the length of `train()` where ``cfg.compile_blocks`` says
+(`compile_wanted`) and removes it afterwards, also after an error; `uncompile_blocks(model)`
+undoes it.
 
 GPU presets
 -----------
@@ -197,7 +198,9 @@ def compile_wanted(cfg) -> bool:
     choice = getattr(cfg, "compile_blocks", "off")
     if choice != "auto":
         return choice == "on"
-    return (torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 8
+    # before torch 2.5 dynamo compiles each module instance separately (no shared graph)
+    recent = tuple(int(x) for x in torch.__version__.split("+")[0].split(".")[:2]) >= (2, 5)
+    return (recent and torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 8
             and getattr(cfg, "quantize", "none") == "none")
 
 

@@ -693,13 +693,13 @@ def compare_runs(one, other, tier: str = "a") -> dict:
     speed = [next(e["train_samples_per_second"] for e in reversed(log["log_history"])
                   if "train_samples_per_second" in e) for log in logs]
     # steady state: the median seconds per optimizer step (same global batch), after step 2
-    step_s = [statistics.median([e["step_seconds"] for e in log["log_history"]
-                                 if "step_seconds" in e and e["step"] > 2] or [float("nan")])
-              for log in logs]
+    step_s = [statistics.median(times) if times else None
+              for times in ([e["step_seconds"] for e in log["log_history"]
+                             if "step_seconds" in e and e["step"] > 2] for log in logs)]
     return {"steps": len(common), "loss_max_rel_diff": max(rel) if rel else None,
             "loss_mean_rel_diff": sum(rel) / len(rel) if rel else None,
             "samples_per_second_whole_run": speed, "median_step_seconds": step_s,
-            "speedup": step_s[0] / step_s[1],
+            "speedup": step_s[0] / step_s[1] if all(step_s) else None,  # None: too few steps
             "speedup_whole_run": speed[1] / speed[0]}
 
 
@@ -860,8 +860,10 @@ def measure(model_dir, tier: str = "a", overrides: dict | None = None, shape: st
               "estimate_gib": {k: round(v / GIB, 2) for k, v in est.items()},
               # what autograd keeps for this one sample, counted in one forward, vs the estimate
               "saved_activations_mib": None if saved is None else round(saved / 2 ** 20, 1),
-              "estimate_saved_mib": round(_saved_estimate(Shape.of(_config_of(model)), st, counts,
-                                                          labelled) / 2 ** 20, 1),
+              # counted before training compiles anything: compare with the eager terms
+              "estimate_saved_mib": round(_saved_estimate(
+                  Shape.of(_config_of(model)), dataclasses.replace(st, compiled=False), counts,
+                  labelled) / 2 ** 20, 1),
               "seconds_per_step": round(later[len(later) // 2], 3),
               "seconds_first_step": round(times[0], 3)}
     here = detect()

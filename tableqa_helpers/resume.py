@@ -189,7 +189,10 @@ class BalancedShardSampler(torch.utils.data.Sampler):
     process ``i % world``). So the samples of each optimizer step are the permutation's next
     window whatever the number of processes (1 vs 2 GPUs see the same global batches), and the
     slowest process, which every step waits for, carries no more than its share. A last window
-    that is not full keeps the permutation's order.
+    that is not full keeps the permutation's order (under several processes accelerate then
+    fills the last step with samples from the epoch's start, as DDP always does). Compare 1 and
+    N processes with micro-batches of 1: on one process larger micro-batches are grouped by
+    length instead (`train_sampler`).
     """
 
     def __init__(self, lengths, world: int, batch_size: int, grad_accum: int, seed: int):
@@ -236,9 +239,16 @@ def train_sampler(default, dataset, world: int, batch_size: int, grad_accum: int
     dataset check adds them) and either several processes share the work or micro-batches are
     single samples; otherwise the Trainer's own `default`, made resumable (`epoch_seeded`)."""
     names = getattr(dataset, "column_names", None) or []
-    if "length" in names and (world > 1 or batch_size == 1):
-        return BalancedShardSampler(dataset["length"], world, batch_size, grad_accum, seed)
-    return epoch_seeded(default, seed)
+    if default is None or "length" not in names or (world == 1 and batch_size > 1):
+        return epoch_seeded(default, seed)  # None: a stream without length, in its own order
+    try:  # one read of the column (datasets reads a plain column row by row)
+        lengths = dataset.select_columns(["length"]).with_format("numpy")["length"]
+    except Exception:
+        lengths = dataset["length"]
+    lengths = list(lengths)
+    if any(x is None or x != x for x in lengths):  # a user's own "length" column with gaps
+        return epoch_seeded(default, seed)
+    return BalancedShardSampler(lengths, world, batch_size, grad_accum, seed)
 
 
 def _barrier() -> None:

@@ -336,6 +336,20 @@ def _trainer_class():
         """Trainer whose loss is `fast_loss` (same math as the model's loss, less work)."""
 
         vision_cache: VisionCache | None = None
+        compile_blocks: bool = False  # fast.compile_blocks for the length of `train()`
+        order_sampler = None  # the training sampler, if it has `set_epoch` (see _SamplerEpoch)
+
+        def train(self, *args, **kwargs):
+            # compiled for the run only: generation and merging afterwards (also after an error
+            # or an interrupt) run the model's eager code
+            from .fast import compile_blocks, uncompile_blocks
+
+            if self.compile_blocks:
+                compile_blocks(self.model)
+            try:
+                return super().train(*args, **kwargs)
+            finally:
+                uncompile_blocks(self.model)
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             # `fast_loss` runs as the forward of whatever wraps the model (DDP, FSDP: their
@@ -375,31 +389,34 @@ def _trainer_class():
             from .resume import train_sampler  # order from (seed, epoch): resumable; balanced
 
             a = self.args
-            return train_sampler(super()._get_train_sampler(train_dataset),
-                                 train_dataset if train_dataset is not None else self.train_dataset,
-                                 a.world_size, a.per_device_train_batch_size,
-                                 a.gradient_accumulation_steps,
-                                 a.data_seed if a.data_seed is not None else a.seed)
+            sampler = train_sampler(super()._get_train_sampler(train_dataset),
+                                    train_dataset if train_dataset is not None else self.train_dataset,
+                                    a.world_size, a.per_device_train_batch_size,
+                                    a.gradient_accumulation_steps,
+                                    a.data_seed if a.data_seed is not None else a.seed)
+            self.order_sampler = sampler if hasattr(sampler, "set_epoch") else None
+            return sampler
 
     return TableQATrainer
 
 
-def _eager_after_training_class():
+def _SamplerEpoch(trainer):
+    """A callback that tells the training sampler its epoch when each epoch begins.
+
+    The Trainer calls `set_epoch` itself, but when a run resumes in the middle of an epoch the
+    loader is wrapped by `skip_first_batches`, and under several processes the sampler sits
+    below accelerate's `BatchSamplerShard`, which the Trainer's call does not reach: the resumed
+    epoch would replay epoch 0's order. ``state.epoch`` (restored from the checkpoint, e.g. 1.5)
+    gives the epoch before the loader is iterated.
+    """
     from transformers import TrainerCallback
 
-    class EagerAfterTraining(TrainerCallback):
-        def on_train_end(self, args, state, control, model=None, **kwargs):
-            from .fast import uncompile_blocks
+    class SamplerEpoch(TrainerCallback):
+        def on_epoch_begin(self, args, state, control, **kwargs):
+            if trainer.order_sampler is not None:
+                trainer.order_sampler.set_epoch(int(state.epoch + 1e-6))
 
-            if model is not None:
-                uncompile_blocks(model)
-
-    return EagerAfterTraining
-
-
-def _EagerAfterTraining():
-    """A callback that removes `fast.compile_blocks` from the model when training ends."""
-    return _eager_after_training_class()()
+    return SamplerEpoch()
 
 
 def enable_checkpointing(model, enable: bool | int = True) -> None:
@@ -464,8 +481,7 @@ def make_trainer(model, processor, cfg: Config, tier: str, train_ds, eval_ds=Non
     """
     from transformers import EarlyStoppingCallback, TrainingArguments
 
-    from .fast import (compile_blocks, compile_wanted, gpu_preset, uncompile_blocks,
-                       use_expandable_segments)
+    from .fast import compile_wanted, gpu_preset, uncompile_blocks, use_expandable_segments
     from .resume import CompleteCheckpoints, min_save_total_limit
     from .model import torch_dtype
 
@@ -508,8 +524,7 @@ def make_trainer(model, processor, cfg: Config, tier: str, train_ds, eval_ds=Non
     args.update(overrides)
     # checkpointing is set on the model, not through TrainingArguments (no input-grad hooks)
     enable_checkpointing(model, preset["gradient_checkpointing"])
-    compiled = compile_wanted(cfg)
-    (compile_blocks if compiled else uncompile_blocks)(model)
+    uncompile_blocks(model)  # `TableQATrainer.train` compiles, for the run only
     use_expandable_segments()  # lengths vary per sample: avoid a fragmented allocator cache
     _inner(model).config.use_cache = False
     use_cache = tier == "a" and cfg.cache_vision and vision_frozen(model)
@@ -518,8 +533,6 @@ def make_trainer(model, processor, cfg: Config, tier: str, train_ds, eval_ds=Non
         callbacks = [EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience)] \
             if evaluate else []
     callbacks = [*callbacks, CompleteCheckpoints(cfg.save_steps)]  # marks complete checkpoints
-    if compiled:  # the model goes back to eager code (generation, merging) when training ends
-        callbacks.append(_EagerAfterTraining())
     targs = TrainingArguments(**args)
     if targs.n_gpu > 1:  # several GPUs seen by one process: use one (nn.DataParallel's replicas
         targs._n_gpu = 1  # cannot run fast_loss); all of them with `accelerate launch` (docs/gpus.md)
@@ -533,6 +546,8 @@ def make_trainer(model, processor, cfg: Config, tier: str, train_ds, eval_ds=Non
         trainer.vision_cache = VisionCache(int(cfg.vision_cache_gb * 2 ** 30), disk,
                                            int(cfg.vision_cache_disk_gb * 2 ** 30))
     trainer.gpu_preset = preset
+    trainer.compile_blocks = compile_wanted(cfg)
+    trainer.add_callback(_SamplerEpoch(trainer))
     return trainer
 
 

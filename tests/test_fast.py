@@ -343,3 +343,39 @@ def test_trainer_loss_runs_under_the_accelerators_autocast(tiny_cfg, processor, 
         gradient_accumulation_steps=1, disable_tqdm=True, use_cpu=True, bf16=bf16)
     trainer.train()
     assert seen and all(s is bf16 for s in seen)
+
+
+def test_trainer_compiles_for_the_run_only(tiny_cfg, processor, dataset, monkeypatch):
+    """With compile_blocks on, the blocks are compiled while `train()` runs and eager afterwards,
+    also when training fails (generation and merging after it run the eager model)."""
+    from tableqa_helpers import train as train_mod
+
+    tiny_cfg.compile_blocks = "on"
+    model = _model(tiny_cfg, "a")
+    seen = []
+    real = train_mod.fast_loss
+
+    def spy(m, inputs, cache=None):
+        seen.append(all(x._compiled_call_impl is not None for x in fast.compiled_modules(m)))
+        return real(m, inputs, cache)
+
+    monkeypatch.setattr(train_mod, "fast_loss", spy)
+
+    def trainer():
+        return train_mod.make_trainer(
+            model, processor, tiny_cfg, "a", dataset["train"].select(range(2)), None,
+            output_dir=tiny_cfg.run_dir / "ckpt", max_steps=1, per_device_train_batch_size=2,
+            gradient_accumulation_steps=1, disable_tqdm=True)
+
+    assert not any(m._compiled_call_impl for m in fast._block_modules(model))
+    trainer().train()
+    assert seen and all(seen)
+    assert not any(m._compiled_call_impl for m in fast._block_modules(model))
+
+    def boom(m, inputs, cache=None):
+        raise RuntimeError("out of memory (simulated)")
+
+    monkeypatch.setattr(train_mod, "fast_loss", boom)
+    with pytest.raises(RuntimeError, match="simulated"):
+        trainer().train()
+    assert not any(m._compiled_call_impl for m in fast._block_modules(model))

@@ -368,3 +368,5 @@ def test_compare_runs_losses_and_steady_state_speedup(tmp_path):
     assert r["steps"] == 5 and r["loss_max_rel_diff"] == pytest.approx(0.01)
     assert r["median_step_seconds"] == [4.0, 2.1] and r["speedup"] == pytest.approx(4.0 / 2.1)
     assert r["speedup_whole_run"] == pytest.approx(1.5)
+    short = run("short", [2.0, 1.5], [None, 3.0], 1.0)  # no step after the warm-up steps
+    assert hardware.compare_runs(one, short)["speedup"] is None

@@ -93,3 +93,29 @@ def test_train_sampler_picks_balanced_only_with_lengths():
     assert train_sampler(default, without, 2, 1, 4, 0) is default
     with pytest.raises(ValueError, match="grad_accum"):
         BalancedShardSampler([1, 2], world=1, batch_size=1, grad_accum=0, seed=0)
+
+
+def test_train_sampler_falls_back_on_gaps_and_streams():
+    from datasets import Dataset
+
+    gaps = Dataset.from_dict({"x": [1, 2, 3], "length": [5, None, 7]})
+    default = torch.utils.data.RandomSampler(gaps)
+    assert train_sampler(default, gaps, 2, 1, 4, 0) is default  # a user's column with gaps
+    assert train_sampler(None, gaps, 2, 1, 4, 0) is None  # no sampler (a stream): left alone
+
+
+def test_a_resumed_epoch_gets_its_epoch_before_the_loader_runs():
+    """`train._SamplerEpoch` sets the sampler's epoch from the restored ``state.epoch`` (a run
+    resumed mid-epoch, whose sampler the Trainer's own `set_epoch` does not reach)."""
+    from types import SimpleNamespace
+
+    from tableqa_helpers.train import _SamplerEpoch
+
+    sampler = BalancedShardSampler(_lengths(16), world=2, batch_size=1, grad_accum=2, seed=0)
+    trainer = SimpleNamespace(order_sampler=sampler)
+    callback = _SamplerEpoch(trainer)
+    for restored, epoch in ((0.0, 0), (1.5, 1), (0.9999999999, 1), (2.0, 2)):
+        callback.on_epoch_begin(None, SimpleNamespace(epoch=restored), None)
+        assert sampler.epoch == epoch
+    trainer.order_sampler = None  # the Trainer's own sampler: nothing to do
+    callback.on_epoch_begin(None, SimpleNamespace(epoch=1.0), None)
