@@ -11,7 +11,7 @@ source "$(dirname "$0")/env.sh"
 ROWS=${ROWS:-96}
 MODEL=/tmp/rand7b
 nvidia-smi --query-gpu=index,name,memory.total --format=csv | tee "$OUT/gpus.txt"
-$PY -c "from tableqa_helpers.hardware import random_checkpoint as r; r('$MODEL')" || exit 1
+$PY -c "from tableqa_helpers.gpucheck import random_checkpoint as r; r('$MODEL')" || exit 1
 measure() {  # one `hardware measure` process per ";"-separated argument list
   IFS=';' read -ra runs <<< "$1"
   for r in "${runs[@]}"; do

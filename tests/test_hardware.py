@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from tableqa_helpers import hardware
+from tableqa_helpers import gpucheck, hardware
 from tableqa_helpers.config import ConfigError, get_config
 from tableqa_helpers.hardware import CARDS, GIB, PIXEL_UNIT, Card, Settings, Shape
 
@@ -318,7 +318,7 @@ def test_plan_report_prints_a_card_and_the_table(capsys):
 def test_measure_runs_on_the_stand_in(tmp_path, tier):
     """The GPU measurement's code path, on the CPU with a random tiny checkpoint: no peak memory
     there, but the activations autograd keeps for a sample are counted and match the estimate."""
-    record = hardware.measure(tmp_path / "model", tier, {"root": str(tmp_path / "runs"),
+    record = gpucheck.measure(tmp_path / "model", tier, {"root": str(tmp_path / "runs"),
                               "max_pixels": str(64 * PIXEL_UNIT), "min_pixels": str(16 * PIXEL_UNIT)},
                               shape="tiny", steps=1)
     assert record["measured_peak_gib"] is None and record["estimate_gib"]["peak"] > 0
@@ -364,9 +364,9 @@ def test_compare_runs_losses_and_steady_state_speedup(tmp_path):
 
     one = run("one", [2.0, 1.5, 1.2, 1.0, 0.9], [None, 9.0, 4.0, 4.2, 4.0], 1.0)
     two = run("two", [2.0, 1.5, 1.2, 1.01, 0.9], [None, 8.0, 2.1, 2.0, 2.2], 1.5)
-    r = hardware.compare_runs(one, two)
+    r = gpucheck.compare_runs(one, two)
     assert r["steps"] == 5 and r["loss_max_rel_diff"] == pytest.approx(0.01)
     assert r["median_step_seconds"] == [4.0, 2.1] and r["speedup"] == pytest.approx(4.0 / 2.1)
     assert r["speedup_whole_run"] == pytest.approx(1.5)
     short = run("short", [2.0, 1.5], [None, 3.0], 1.0)  # no step after the warm-up steps
-    assert hardware.compare_runs(one, short)["speedup"] is None
+    assert gpucheck.compare_runs(one, short)["speedup"] is None

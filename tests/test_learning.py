@@ -1,5 +1,4 @@
 """End to end on the stand-in: Tier A memorises, the merge is exact, Tier B acts only via vision."""
-import pytest
 import torch
 
 from tableqa_helpers.collate import GenerationCollator, TrainCollator

@@ -2,7 +2,6 @@
 import re
 
 import pytest
-import torch
 
 from tableqa_helpers.config import get_config
 from tableqa_helpers.tiers import (apply_tier_a, apply_tier_b, lora_modules, plan,
