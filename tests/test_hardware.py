@@ -110,6 +110,7 @@ def test_layer_activation_formula_matches_what_autograd_saves(tier, dropout):
     if tier == "a":
         model = get_peft_model(model, LoraConfig(r=16, lora_alpha=8, lora_dropout=dropout,
                                target_modules=r".*(self_attn\.[qkvo]_proj|mlp\.(gate|up|down)_proj)"))
+
     def saved(tokens):
         x = torch.randn(1, tokens, tc.hidden_size, dtype=torch.bfloat16, requires_grad=True)
         pos = torch.arange(tokens)[None, None].expand(3, 1, tokens)
