@@ -1,22 +1,36 @@
 #!/bin/bash
 # The GPU plans' checks (docs/gpus.md), in one go on the GPU machine, 7B shape, random weights:
-#   1. with 2+ GPUs: Tier A on 1 GPU vs DDP on 2 (`accelerate/ddp.yaml`), same global batch of 8:
-#      loss by step and steady-state speed-up (`hardware compare`);
+#   1. with 2+ GPUs: Tier A on 1 GPU vs DDP on 2 (`accelerate/ddp.yaml`), same global batch (GA):
+#      loss by step and steady-state speed-up (`hardware compare`); then FSDP on 2
+#      (`accelerate/fsdp.yaml`) for FSDP_STEPS optimizer steps (0: skipped), losses next to 1 GPU's;
 #   2. `hardware measure` runs (estimate vs measured peak memory), one process each, on GPU 0:
 #      MEASURES_FIRST before 1., MEASURES after, ";"-separated argument lists ("": none; a --cap-gib run
 #      stands in for a smaller card).
 #   bench/gpu_checks.sh   env: OUT (default .bench_out), ROWS (training rows, 96), GA (1-GPU
-#                          accumulation, 8: global batch; 2 GPUs take half each), PY
+#                          accumulation, 8: global batch; 2 GPUs take half each), FSDP_STEPS (3), PY
+# A training process still running 15 s before its time limit gets SIGABRT first, so that Python's
+# fault handler prints where every process of it stands (a hang shows up in the log), after a
+# py-spy dump of each where py-spy is installed (clearer: one process at a time).
 source "$(dirname "$0")/env.sh"
 ROWS=${ROWS:-96}
 MODEL=/tmp/rand7b
 nvidia-smi --query-gpu=index,name,memory.total --format=csv | tee "$OUT/gpus.txt"
 $PY -c "from tableqa_helpers.gpucheck import random_checkpoint as r; r('$MODEL')" || exit 1
+TRAINING="^[^ ]*python[^ ]* .*tableqa_helpers(\.hardware)? (train|measure)"  # pgrep pattern
+limited() {  # limited SECONDS command...: `timeout`, with stack dumps before the kill
+  local t=$1; shift
+  ( sleep $(( t - 15 ))
+    spy=$(command -v py-spy || ls /tmp/site/bin/py-spy 2>/dev/null)  # .whl/ may carry py-spy
+    [ -n "$spy" ] && for p in $(pgrep -f "$TRAINING"); do echo "=== py-spy $p"; $spy dump --pid $p; done
+    pkill -ABRT -f "$TRAINING" ) & local dog=$!
+  PYTHONFAULTHANDLER=1 timeout "$t" "$@"; local rc=$?
+  kill $dog 2>/dev/null; return $rc
+}
 measure() {  # one `hardware measure` process per ";"-separated argument list
   IFS=';' read -ra runs <<< "$1"
   for r in "${runs[@]}"; do
     echo "=== measure $r $(date -u +%T)"
-    CUDA_VISIBLE_DEVICES=0 timeout ${MEASURE_TIMEOUT:-150} $PY -m tableqa_helpers.hardware measure \
+    limited ${MEASURE_TIMEOUT:-150} env CUDA_VISIBLE_DEVICES=0 $PY -m tableqa_helpers.hardware measure \
       --model $MODEL $r --out "$OUT/measure.jsonl" >> "$OUT/measure.log" 2>&1; echo "exit $?"
   done
 }
@@ -29,14 +43,21 @@ if [ "$GPUS" -ge 2 ]; then
        --set hardware=none --set gpu=manual --set batch_size=1 --set gradient_checkpointing=false
        --set train_limit=$ROWS --set eval_limit=1 --set eval_steps=1000 --set tier_a.epochs=1
        --set logging_steps=1 --set dataloader_workers=6 --set tier_a.warmup=0"
-  CUDA_VISIBLE_DEVICES=0 timeout ${ONE_TIMEOUT:-200} $PY -m tableqa_helpers $RUN --set root=/tmp/one \
-    --set grad_accum=${GA:-8} > "$OUT/one_gpu.log" 2>&1; echo "1 GPU: exit $?"
-  timeout ${TWO_TIMEOUT:-200} $PY -m accelerate.commands.launch --config_file accelerate/ddp.yaml --num_processes 2 \
-    -m tableqa_helpers $RUN --set root=/tmp/two --set grad_accum=$(( ${GA:-8} / 2 )) > "$OUT/two_gpus.log" 2>&1
-  echo "2 GPUs: exit $?"
+  limited ${ONE_TIMEOUT:-200} env CUDA_VISIBLE_DEVICES=0 $PY -m tableqa_helpers $RUN --set root=/tmp/one \
+    --set grad_accum=${GA:-8} > "$OUT/one_gpu.log" 2>&1; echo "1 GPU: exit $? $(date -u +%T)"
+  limited ${TWO_TIMEOUT:-200} $PY -m accelerate.commands.launch --config_file accelerate/ddp.yaml \
+    --num_processes 2 -m tableqa_helpers $RUN --set root=/tmp/two --set grad_accum=$(( ${GA:-8} / 2 )) \
+    > "$OUT/two_gpus.log" 2>&1; echo "2 GPUs: exit $? $(date -u +%T)"
   $PY -m tableqa_helpers.hardware compare /tmp/one/full /tmp/two/full | tee "$OUT/compare.json"
   cp /tmp/one/full/logs/tier_a.json "$OUT/one_gpu_tier_a.json" 2>/dev/null
   cp /tmp/two/full/logs/tier_a.json "$OUT/two_gpus_tier_a.json" 2>/dev/null
+  if [ "${FSDP_STEPS:-3}" -gt 0 ]; then  # the same run's first steps, sharded (epochs: a fraction)
+    EPOCHS=$($PY -c "print(${FSDP_STEPS:-3} * ${GA:-8} / $ROWS)")
+    limited ${FSDP_TIMEOUT:-200} $PY -m accelerate.commands.launch --config_file accelerate/fsdp.yaml \
+      --num_processes 2 -m tableqa_helpers $RUN --set root=/tmp/fsdp --set grad_accum=$(( ${GA:-8} / 2 )) \
+      --set tier_a.epochs=$EPOCHS > "$OUT/fsdp.log" 2>&1; echo "FSDP, 2 GPUs: exit $? $(date -u +%T)"
+    cp /tmp/fsdp/full/logs/tier_a.json "$OUT/fsdp_tier_a.json" 2>/dev/null
+  fi
 fi
 measure "${MEASURES---tier a --set hardware=l4 --cap-gib 22;--tier a --set hardware=a100-40 --cap-gib 39.4}"
 # a short table last
@@ -46,6 +67,17 @@ out = sys.argv[1]
 path = os.path.join(out, "compare.json")
 if os.path.exists(path) and os.path.getsize(path):
     print("compare:", open(path).read().replace("\n", " "))
+logs = {}
+for name in ("one_gpu", "two_gpus", "fsdp"):
+    path = os.path.join(out, f"{name}_tier_a.json")
+    if os.path.exists(path):
+        logs[name] = [e for e in json.load(open(path))["log_history"] if "loss" in e]
+if logs:
+    print("step | " + " | ".join(f"{n}: loss, s/step, data s/step" for n in logs))
+    for i in range(max(len(v) for v in logs.values())):
+        print(i + 1, "|", " | ".join(f"{v[i]['loss']:.4f}, {v[i].get('step_seconds', '-')}, "
+                                     f"{v[i].get('data_seconds', '-')}" if i < len(v) else "-"
+                                     for v in logs.values()))
 path = os.path.join(out, "measure.jsonl")
 for line in open(path) if os.path.exists(path) else []:
     r = json.loads(line)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 
@@ -64,13 +65,15 @@ def cmd_plan(args):
 
 def cmd_train(args):
     from .standin import ensure_standins
-    from .train import train_tier
+    from .train import end_distributed, train_tier
 
     cfg = _config(args)
     ensure_standins(cfg)
     summary = train_tier(cfg, args.tier, resume=not args.no_resume)
     summary.pop("log_history")
-    print(json.dumps(summary, indent=2))
+    end_distributed()  # under `accelerate launch`: every process done, then a clean exit
+    if int(os.environ.get("RANK", "0")) == 0:  # one summary, not one per process
+        print(json.dumps(summary, indent=2))
 
 
 def cmd_merge(args):

@@ -374,15 +374,25 @@ def _trainer_class():
                     inner.forward = own
             return (loss, (loss,)) if return_outputs else loss
 
+        def get_batch_samples(self, *args, **kwargs):
+            # the Trainer takes a whole step's micro-batches here: time spent waiting for data
+            start = time.perf_counter()
+            try:
+                return super().get_batch_samples(*args, **kwargs)
+            finally:
+                self._data_wait = self.__dict__.get("_data_wait", 0.0) + time.perf_counter() - start
+
         def log(self, logs, *args, **kwargs):
-            # wall seconds per optimizer step since the previous loss log (evaluations in
-            # between included); the first log of a run has none (it holds the warm-up)
+            # per optimizer step since the previous loss log: wall seconds (evaluations in
+            # between included) and seconds waiting for the data loader (this process); the
+            # first log of a run has neither (it holds the warm-up)
             if "loss" in logs:
                 now, step = time.perf_counter(), self.state.global_step
                 last = self.__dict__.get("_last_loss_log")
                 if last is not None and step > last[1]:
                     logs["step_seconds"] = round((now - last[0]) / (step - last[1]), 4)
-                self._last_loss_log = (now, step)
+                    logs["data_seconds"] = round(self._data_wait / (step - last[1]), 4)
+                self._last_loss_log, self._data_wait = (now, step), 0.0
             super().log(logs, *args, **kwargs)
 
         def _get_train_sampler(self, train_dataset=None):
@@ -606,6 +616,19 @@ def train_tier(cfg: Config, tier: str = "a", resume: bool = True) -> dict:
     if main:
         atomic_write_json(paths["log"], summary)
     return summary
+
+
+def end_distributed() -> None:
+    """Under `accelerate launch`: wait for every process, then take the process group down.
+
+    The Trainer never does (transformers#48874); a process leaving without it can keep the
+    others from exiting. A no-op in a single process.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def load_log(cfg: Config, tier: str) -> dict:

@@ -1,14 +1,16 @@
 """Several processes: `train --tier a` under `accelerate launch` (accelerate/ddp.yaml), on the CPU.
 
-The same config file that runs DDP over GPUs runs here with 2 CPU processes talking over gloo
-(the wiring the GPU run uses: process group, sharded sampler, gradient all-reduce through the
-DDP wrapper's forward, rank-0-only writes). The stand-in trains one epoch of 16 samples with a
-global batch of 4: 2 processes x micro-batch 1 x 2 accumulation steps, against 1 process x
-micro-batch 1 x 4 accumulation steps. Both see the same 4 samples in each optimizer step and
-average the same 4 per-sample losses and gradients, only summed in another order (all-reduce
-vs accumulation), so: losses and gradient norms equal within rtol 1e-4 (observed ~1e-7), adapter
-weights within atol 1e-4 (observed ~1e-5 on weights of ~0.1: Adam divides by the root of tiny
-second moments, which magnifies the last-bit differences).
+The same config file that runs DDP over GPUs runs here with 2 CPU processes talking over gloo (the
+wiring the GPU run uses: process group, sharded sampler, gradient all-reduce through the DDP
+wrapper's forward, rank-0-only writes, the process group's teardown). accelerate runs FSDP only on
+accelerators (on the CPU, its config falls back to this same data parallelism), so
+accelerate/fsdp.yaml is checked on GPUs (bench/gpu_checks.sh), not here. The stand-in trains one
+epoch of 16 samples with a global batch of 4: 2 processes x micro-batch 1 x 2 accumulation steps,
+against 1 process x micro-batch 1 x 4 accumulation steps. Both see the same 4 samples in each
+optimizer step and average the same 4 per-sample losses and gradients, only summed in another order
+(all-reduce vs accumulation), so: losses and gradient norms equal within rtol 1e-4 (observed
+~1e-7), adapter weights within atol 1e-4 (observed ~1e-5 on weights of ~0.1: Adam divides by the
+root of tiny second moments, which magnifies the last-bit differences).
 """
 from __future__ import annotations
 
@@ -50,6 +52,14 @@ def traced(module, name, what):
 traced(train, "atomic_dir", "adapter")
 traced(train, "atomic_write_json", "log")
 traced(resume, "mark_complete", "marker")
+import torch.distributed as dist
+destroy = dist.destroy_process_group
+
+def traced_destroy(*args, **kwargs):
+    log("teardown", "-")
+    return destroy(*args, **kwargs)
+
+dist.destroy_process_group = traced_destroy
 log("start", "-")
 from tableqa_helpers.cli import main
 main(sys.argv[1:])
@@ -90,19 +100,26 @@ def test_two_cpu_processes_train_like_one_with_the_same_global_batch(standins, t
     launch = [sys.executable, "-m", "accelerate.commands.launch",
               "--config_file", str(ROOT / "accelerate" / "ddp.yaml"), "--num_processes", "2",
               "--main_process_port", str(_free_port())]
-    _run([*launch, str(script), *_args(standins, two, grad_accum=2)], tmp_path / "two.trace")
+    out = _run([*launch, str(script), *_args(standins, two, grad_accum=2)], tmp_path / "two.trace")
+    assert out.count('"tier": "a"') == 1  # the summary, printed by rank 0 only
     _run([sys.executable, str(script), *_args(standins, one, grad_accum=4)], tmp_path / "one.trace")
 
     trace = [line.split() for line in (tmp_path / "two.trace").read_text().splitlines()]
     assert sorted(r for r, w, what, _ in trace if what == "start") == ["0", "1"]
     assert {w for _, w, _, _ in trace} == {"2"}
-    writers = {(rank, what) for rank, _, what, _ in trace if what != "start"}
+    assert sorted(r for r, _, what, _ in trace if what == "teardown") == ["0", "1"]
+    writers = {(rank, what) for rank, _, what, _ in trace if what not in ("start", "teardown")}
     assert writers == {("0", "adapter"), ("0", "log"), ("0", "marker")}, trace  # rank 0 only
 
     checkpoints = two / "tiny" / "checkpoints" / "tier_a"
     last = resume.last_complete_checkpoint(checkpoints, clean=False)
     assert last.name == "checkpoint-4"  # 16 samples / global batch 4: the data was split
     assert {p.name for p in last.glob("rng_state_*.pth")} == {"rng_state_0.pth", "rng_state_1.pth"}
+
+    timed = [e for e in json.loads((two / "tiny" / "logs" / "tier_a.json").read_text())
+             ["log_history"] if "step_seconds" in e]
+    assert [e["step"] for e in timed] == [2, 3, 4]  # the first log holds the warm-up
+    assert all(0 <= e["data_seconds"] <= e["step_seconds"] for e in timed), timed
 
     a, b = _log(one), _log(two)
     assert [s for s, _, _ in a] == [s for s, _, _ in b] == [1, 2, 3, 4]
