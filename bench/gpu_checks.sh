@@ -7,7 +7,8 @@
 #      MEASURES_FIRST before 1., MEASURES after, ";"-separated argument lists ("": none; a --cap-gib run
 #      stands in for a smaller card).
 #   bench/gpu_checks.sh   env: OUT (default .bench_out), ROWS (training rows, 96), GA (1-GPU
-#                          accumulation, 8: global batch; 2 GPUs take half each), FSDP_STEPS (3), PY
+#                          accumulation, 8: global batch; 2 GPUs take half each), FSDP_STEPS (3),
+#                          DDP_COMPARE (1; 0 skips the 1-GPU and DDP runs), PY
 # A training process still running 15 s before its time limit gets SIGABRT first, so that Python's
 # fault handler prints where every process of it stands (a hang shows up in the log), after a
 # py-spy dump of each where py-spy is installed (clearer: one process at a time).
@@ -43,14 +44,16 @@ if [ "$GPUS" -ge 2 ]; then
        --set hardware=none --set gpu=manual --set batch_size=1 --set gradient_checkpointing=false
        --set train_limit=$ROWS --set eval_limit=1 --set eval_steps=1000 --set tier_a.epochs=1
        --set logging_steps=1 --set dataloader_workers=6 --set tier_a.warmup=0"
-  limited ${ONE_TIMEOUT:-200} env CUDA_VISIBLE_DEVICES=0 $PY -m tableqa_helpers $RUN --set root=/tmp/one \
-    --set grad_accum=${GA:-8} > "$OUT/one_gpu.log" 2>&1; echo "1 GPU: exit $? $(date -u +%T)"
-  limited ${TWO_TIMEOUT:-200} $PY -m accelerate.commands.launch --config_file accelerate/ddp.yaml \
-    --num_processes 2 -m tableqa_helpers $RUN --set root=/tmp/two --set grad_accum=$(( ${GA:-8} / 2 )) \
-    > "$OUT/two_gpus.log" 2>&1; echo "2 GPUs: exit $? $(date -u +%T)"
-  $PY -m tableqa_helpers.hardware compare /tmp/one/full /tmp/two/full | tee "$OUT/compare.json"
-  cp /tmp/one/full/logs/tier_a.json "$OUT/one_gpu_tier_a.json" 2>/dev/null
-  cp /tmp/two/full/logs/tier_a.json "$OUT/two_gpus_tier_a.json" 2>/dev/null
+  if [ "${DDP_COMPARE:-1}" = 1 ]; then
+    limited ${ONE_TIMEOUT:-200} env CUDA_VISIBLE_DEVICES=0 $PY -m tableqa_helpers $RUN --set root=/tmp/one \
+      --set grad_accum=${GA:-8} > "$OUT/one_gpu.log" 2>&1; echo "1 GPU: exit $? $(date -u +%T)"
+    limited ${TWO_TIMEOUT:-200} $PY -m accelerate.commands.launch --config_file accelerate/ddp.yaml \
+      --num_processes 2 -m tableqa_helpers $RUN --set root=/tmp/two --set grad_accum=$(( ${GA:-8} / 2 )) \
+      > "$OUT/two_gpus.log" 2>&1; echo "2 GPUs: exit $? $(date -u +%T)"
+    $PY -m tableqa_helpers.hardware compare /tmp/one/full /tmp/two/full | tee "$OUT/compare.json"
+    cp /tmp/one/full/logs/tier_a.json "$OUT/one_gpu_tier_a.json" 2>/dev/null
+    cp /tmp/two/full/logs/tier_a.json "$OUT/two_gpus_tier_a.json" 2>/dev/null
+  fi
   if [ "${FSDP_STEPS:-3}" -gt 0 ]; then  # the same run's first steps, sharded (epochs: a fraction)
     EPOCHS=$($PY -c "print(${FSDP_STEPS:-3} * ${GA:-8} / $ROWS)")
     limited ${FSDP_TIMEOUT:-200} $PY -m accelerate.commands.launch --config_file accelerate/fsdp.yaml \

@@ -145,3 +145,60 @@ def test_shipped_accelerate_configs_parse():
     import transformers.models.qwen2_5_vl.modeling_qwen2_5_vl as qwen
 
     assert all(hasattr(qwen, name) for name in layers), layers
+
+
+# Under torchrun on the CPU (gloo): Tier A on the stand-in, sharded with FSDP2 the way
+# accelerate/fsdp.yaml wraps it (each decoder layer and vision block, then the whole model).
+FSDP_SAVE = '''
+import sys, torch, torch.distributed as dist
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import fully_shard
+from tableqa_helpers.config import get_config
+from tableqa_helpers.model import load_model
+from tableqa_helpers.tiers import apply_tier_a
+from tableqa_helpers.train import trainable_state_dict
+
+root, model_id, out = sys.argv[1:]
+dist.init_process_group("gloo")
+cfg = get_config("tiny", root=root, model_id=model_id)
+model = apply_tier_a(load_model(cfg, trainable=True), cfg)
+torch.manual_seed(0)  # the same non-zero adapter weights on both ranks (LoRA B starts at zero)
+for p in model.parameters():
+    if p.requires_grad:
+        p.data.normal_()
+trainable = sorted(n for n, p in model.named_parameters() if p.requires_grad)
+if dist.get_rank() == 0:
+    model.save_pretrained(out + "/whole")
+mesh = init_device_mesh("cpu", (dist.get_world_size(),))
+for m in model.modules():
+    if type(m).__name__ in ("Qwen2_5_VLDecoderLayer", "Qwen2_5_VLVisionBlock"):
+        fully_shard(m, mesh=mesh)
+fully_shard(model, mesh=mesh)
+assert all(type(p).__name__ == "DTensor" for p in model.parameters())
+state = trainable_state_dict(model)
+if dist.get_rank() == 0:
+    assert sorted(state) == trainable, (len(state), len(trainable))  # no frozen weight gathered
+    assert all(v.device.type == "cpu" and v.shape == model.get_parameter(k).shape
+               for k, v in state.items())
+    model.save_pretrained(out + "/sharded", state_dict=state)
+else:
+    assert state == {}
+dist.barrier()
+dist.destroy_process_group()
+'''
+
+
+def test_fsdp2_adapter_save_gathers_only_the_trainable_weights(standins, tmp_path):
+    """`TableQATrainer.save_model` under FSDP2 saves the adapter from `trainable_state_dict`:
+    the same file as an unsharded save, without gathering the frozen model."""
+    script = tmp_path / "fsdp_save.py"
+    script.write_text(FSDP_SAVE)
+    base = get_config("tiny", root=str(standins))
+    _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+          "--master_port", str(_free_port()), str(script), str(standins), base.model_id,
+          str(tmp_path)], tmp_path / "fsdp.trace")
+    whole = load_file(str(tmp_path / "whole" / "adapter_model.safetensors"))
+    sharded = load_file(str(tmp_path / "sharded" / "adapter_model.safetensors"))
+    assert whole.keys() == sharded.keys() and len(whole) > 0
+    for name in whole:
+        assert torch.equal(whole[name], sharded[name]), name
