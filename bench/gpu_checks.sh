@@ -18,11 +18,13 @@ MODEL=/tmp/rand7b
 nvidia-smi --query-gpu=index,name,memory.total --format=csv | tee "$OUT/gpus.txt"
 $PY -c "from tableqa_helpers.gpucheck import random_checkpoint as r; r('$MODEL')" || exit 1
 TRAINING="^[^ ]*python[^ ]* .*tableqa_helpers(\.hardware)? (train|measure)"  # pgrep pattern
-limited() {  # limited SECONDS command...: `timeout`, with stack dumps before the kill
+ulimit -c 0  # no core files from the SIGABRT below
+limited() {  # limited SECONDS command...: `timeout`, with stack dumps before the kill (exit 134)
   local t=$1; shift
-  ( sleep $(( t - 15 ))
+  ( sleep $(( t > 30 ? t - 15 : t / 2 )) & s=$!; trap 'kill $s; exit' TERM; wait $s
     spy=$(command -v py-spy || ls /tmp/site/bin/py-spy 2>/dev/null)  # .whl/ may carry py-spy
-    [ -n "$spy" ] && for p in $(pgrep -f "$TRAINING"); do echo "=== py-spy $p"; $spy dump --pid $p; done
+    [ -n "$spy" ] && for p in $(pgrep -f "$TRAINING"); do  # loader workers included
+      echo "=== py-spy $p"; timeout 3 $spy dump --pid $p; done
     pkill -ABRT -f "$TRAINING" ) & local dog=$!
   PYTHONFAULTHANDLER=1 timeout "$t" "$@"; local rc=$?
   kill $dog 2>/dev/null; return $rc
@@ -39,6 +41,7 @@ measure "${MEASURES_FIRST---tier a --set hardware=t4 --cap-gib 14.7}"
 GPUS=$($PY -c "import torch; print(torch.cuda.device_count())")  # honours CUDA_VISIBLE_DEVICES
 if [ "$GPUS" -ge 2 ]; then
   echo "=== 1 vs 2 GPUs $(date -u +%T)"
+  rm -rf /tmp/one /tmp/two /tmp/fsdp "$OUT"/{one_gpu,two_gpus,fsdp}_tier_a.json "$OUT/compare.json"
   $PY -m tableqa_helpers synth-data /tmp/synth --train $ROWS --validation 4 --test 4 --seed 0 >/dev/null
   RUN="train --tier a --profile full --set model_id=$MODEL --set dataset_id=/tmp/synth
        --set hardware=none --set gpu=manual --set batch_size=1 --set gradient_checkpointing=false
@@ -76,6 +79,8 @@ for name in ("one_gpu", "two_gpus", "fsdp"):
     if os.path.exists(path):
         logs[name] = [e for e in json.load(open(path))["log_history"] if "loss" in e]
 if logs:
+    if "fsdp" in logs:  # its cosine schedule spans only its own steps
+        print("fsdp: learning rates differ from step 2 on, so losses from step 3 on differ")
     print("step | " + " | ".join(f"{n}: loss, s/step, data s/step" for n in logs))
     for i in range(max(len(v) for v in logs.values())):
         print(i + 1, "|", " | ".join(f"{v[i]['loss']:.4f}, {v[i].get('step_seconds', '-')}, "

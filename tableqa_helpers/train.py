@@ -354,6 +354,7 @@ def _trainer_class():
             # or an interrupt) run the model's eager code
             from .fast import compile_blocks, uncompile_blocks
 
+            self._last_loss_log, self._data_wait = None, 0.0  # step timings start afresh
             if self.compile_blocks:
                 compile_blocks(self.model)
             try:
@@ -396,7 +397,11 @@ def _trainer_class():
             super().save_model(output_dir, _internal_call)
 
         def get_batch_samples(self, *args, **kwargs):
-            # the Trainer takes a whole step's micro-batches here: time spent waiting for data
+            # the Trainer takes a whole step's micro-batches here: time spent waiting for data.
+            # Moving a batch to the GPU waits for the work already queued there (the copy is
+            # blocking), which is compute, not loading: that wait happens before the timer.
+            if torch.cuda.is_available():
+                torch.cuda.current_stream().synchronize()
             start = time.perf_counter()
             try:
                 return super().get_batch_samples(*args, **kwargs)

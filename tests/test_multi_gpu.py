@@ -189,8 +189,9 @@ dist.destroy_process_group()
 
 
 def test_fsdp2_adapter_save_gathers_only_the_trainable_weights(standins, tmp_path):
-    """`TableQATrainer.save_model` under FSDP2 saves the adapter from `trainable_state_dict`:
-    the same file as an unsharded save, without gathering the frozen model."""
+    """`trainable_state_dict`, which `TableQATrainer.save_model` saves the adapter from under
+    FSDP2: the same file as an unsharded save, without gathering the frozen model. (The
+    `save_model` branch itself needs accelerate's FSDP, which runs on GPUs only.)"""
     script = tmp_path / "fsdp_save.py"
     script.write_text(FSDP_SAVE)
     base = get_config("tiny", root=str(standins))
