@@ -98,6 +98,11 @@ def update_notebook(nb: dict, slug: str, branch: str, name: str) -> dict:
     return nb
 
 
+def readme_block(slug: str, branch: str) -> str:
+    """The README's badge block (empty between its markers without a slug)."""
+    return "\n".join([START, *(badges(slug, branch, "00_setup.ipynb") if slug else []), END])
+
+
 def sync(root: Path, slug: str, branch: str, check: bool = False) -> list[Path]:
     """Bring every notebook (and README.md if it has the markers) up to date; return those that
     were (check=False: are now) out of date. With check=True nothing is written."""
@@ -111,7 +116,7 @@ def sync(root: Path, slug: str, branch: str, check: bool = False) -> list[Path]:
                 path.write_text(dump(new))
     readme = root / "README.md"
     if readme.exists() and START in (text := readme.read_text()) and END in text:
-        new = put_block(text, "\n".join([START, *(badges(slug, branch, "00_setup.ipynb") if slug else []), END]))
+        new = put_block(text, readme_block(slug, branch))
         if new != text:
             stale.append(readme)
             if not check:
@@ -137,7 +142,7 @@ def main(argv=None, root: Path = ROOT) -> int:
     if args.readme:
         if not slug:
             sys.exit("badges.py: no slug set: run `python scripts/badges.py OWNER/REPO` first")
-        print("\n".join([START, *badges(slug, branch, "00_setup.ipynb"), END]))
+        print(readme_block(slug, branch))
         return 0
     if (args.slug is not None or args.branch) and not args.check:
         write_settings(pyproject, slug, branch)

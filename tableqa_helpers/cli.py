@@ -12,15 +12,9 @@ import sys
 
 
 def _config(args):
-    from .config import get_config
+    from .config import get_config, parse_sets
 
-    overrides = {}
-    for item in args.set or []:
-        if "=" not in item:
-            raise SystemExit(f"--set expects field=value, got {item!r}")
-        key, value = item.split("=", 1)
-        overrides[key.strip()] = value
-    return get_config(args.profile, overrides)
+    return get_config(args.profile, parse_sets(args.set))
 
 
 def cmd_tiny_model(args):
@@ -57,8 +51,9 @@ def cmd_plan(args):
             vision = sum(v for k, v in counts.items() if k.startswith("vision"))
             title += f"\n  tutorial targets: {vision:,} of them sit in the vision tower"
         print(format_plan(counts, title) + "\n")
+    from .config import parse_sets
     from .hardware import report  # the GPU plan: this GPU's, --gpu's, or every card class's
-    text = report(args.profile, args.set or [], args.gpu)
+    text = report(args.profile, parse_sets(args.set), args.gpu)
     if text:
         print(text)
 

@@ -340,6 +340,17 @@ def apply_overrides(cfg: Config, overrides: dict[str, Any]) -> Config:
     return cfg
 
 
+def parse_sets(items: list[str] | None) -> dict[str, str]:
+    """``--set field=value`` items as overrides for `get_config`."""
+    overrides = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"--set expects field=value, got {item!r}")
+        key, value = item.split("=", 1)
+        overrides[key.strip()] = value
+    return overrides
+
+
 def get_config(profile: str | None = None, overrides: dict[str, Any] | None = None,
                **kwargs: Any) -> Config:
     """Build the config of `profile` (default: $TABLEQA_PROFILE, else "tiny") with overrides.

@@ -47,11 +47,12 @@ def device_report() -> dict[str, object]:
                     capability=".".join(map(str, torch.cuda.get_device_capability())))
     else:
         info.update(gpu="none (CPU)", bf16=False)
+    full = get_config("full", hardware="none")  # the profile itself; its plan comes below
     info["flash_attn"] = flash_attn_usable()
-    info["attention"] = attention_backend(get_config("full"))
+    info["attention"] = attention_backend(full)
     if torch.cuda.is_available():  # what the full profile's GPU plan chooses here (hardware.py)
         from .hardware import choose, detect
-        plan = choose(get_config("full", hardware="none"), detect())
+        plan = choose(full, detect())
         info["plan"] = ", ".join(f"{k}={v}" for k, v in plan.fields.items())
     return info
 

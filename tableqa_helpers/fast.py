@@ -191,17 +191,21 @@ def grouped_vision_attention_active(model) -> bool:
 
 
 # ---- compiled blocks ------------------------------------------------------------------------
-def compile_wanted(cfg) -> bool:
-    """Whether training compiles the blocks: ``cfg.compile_blocks`` "on", "off", or "auto" (a
-    GPU of compute capability >= 8 with unquantized weights: Triton's fused kernels need one,
-    and bitsandbytes' 4-bit layers break the graph)."""
-    choice = getattr(cfg, "compile_blocks", "off")
-    if choice != "auto":
-        return choice == "on"
-    # before torch 2.5 dynamo compiles each module instance separately (no shared graph)
+def compile_supported(capability: tuple[int, int], quantize: str) -> bool:
+    """What ``compile_blocks="auto"`` needs: torch >= 2.5 (before it, dynamo compiles each module
+    instance separately), a GPU of compute capability >= 8.0 (Triton's fused kernels) and
+    unquantized weights (bitsandbytes' 4-bit layers break the graph)."""
     recent = tuple(int(x) for x in torch.__version__.split("+")[0].split(".")[:2]) >= (2, 5)
-    return (recent and torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 8
-            and getattr(cfg, "quantize", "none") == "none")
+    return recent and tuple(capability) >= (8, 0) and quantize == "none"
+
+
+def compile_wanted(cfg) -> bool:
+    """Whether training here compiles the blocks: ``cfg.compile_blocks`` "on", "off", or "auto"
+    (`compile_supported` on this machine's GPU)."""
+    if cfg.compile_blocks != "auto":
+        return cfg.compile_blocks == "on"
+    return torch.cuda.is_available() and compile_supported(torch.cuda.get_device_capability(),
+                                                           cfg.quantize)
 
 
 def _block_modules(model) -> list:
@@ -231,8 +235,7 @@ def compile_blocks(model) -> int:
     name = "recompile_limit" if hasattr(conf, "recompile_limit") else "cache_size_limit"
     setattr(conf, name, max(getattr(conf, name), 64))
     for m in mods:
-        if getattr(m, "_compiled_call_impl", None) is None:
-            m.compile()
+        m.compile()
     return len(mods)
 
 

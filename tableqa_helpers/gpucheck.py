@@ -48,7 +48,9 @@ def main(argv=None) -> None:
     if args.command == "compare":
         print(json.dumps(compare_runs(args.one, args.other, args.tier), indent=2))
         return
-    overrides = dict(item.split("=", 1) for item in args.set)
+    from .config import parse_sets
+
+    overrides = parse_sets(args.set)
     record = measure(args.model, args.tier, overrides, shape=args.shape, cap_gib=args.cap_gib,
                      steps=args.steps, snapshot=args.snapshot)
     text = json.dumps(record, default=str)
@@ -114,6 +116,24 @@ def random_checkpoint(folder, shape: str = "7b") -> str:
     return str(folder)
 
 
+def saved_tensor_bytes(module, run):
+    """(bytes of the distinct tensors autograd saves while `run()` executes, parameters of
+    `module` excluded; what `run()` returned)."""
+    import torch
+
+    params = {p.data_ptr() for p in module.parameters()}
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        if t.data_ptr() not in params:
+            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        result = run()
+    return sum(seen.values()), result
+
+
 def saved_activation_bytes(model, processor, cfg, row) -> int:
     """Bytes of the distinct tensors autograd keeps during one training forward on `row` (the
     activation part of the estimate, measured; parameters excluded); gradients are discarded."""
@@ -125,25 +145,17 @@ def saved_activation_bytes(model, processor, cfg, row) -> int:
 
     batch = TrainCollator(processor, cfg.system_prompt, cfg.max_length)([row])
     batch = {k: v.to(device()) if hasattr(v, "to") else v for k, v in batch.items()}
-    params = {p.data_ptr() for p in model.parameters()}
-    seen: dict[int, int] = {}
-
-    def pack(t):
-        if t.data_ptr() not in params:
-            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
     from .model import torch_dtype
 
     model.train()
     dtype = torch_dtype(cfg)  # the Trainer's mixed precision (bf16/fp16 autocast on a GPU)
     autocast = torch.autocast("cuda", dtype=dtype, enabled=torch.cuda.is_available()
                               and dtype in (torch.bfloat16, torch.float16))
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast:
-        loss = fast_loss(model, batch)
+    with autocast:
+        kept, loss = saved_tensor_bytes(model, lambda: fast_loss(model, batch))
     loss.backward()
     model.zero_grad(set_to_none=True)
-    return sum(seen.values())
+    return kept
 
 
 def measure(model_dir, tier: str = "a", overrides: dict | None = None, shape: str = "7b",

@@ -128,9 +128,9 @@ def detect() -> Card | None:
         if any(w in name for w in words) and abs(known.memory_gib - memory) < 8:
             return dataclasses.replace(known, label=props.name, memory_gib=round(memory, 1),
                                        capability=capability)
-    peak, util = (989.0, 0.216) if capability >= (9, 0) else (312.0, 0.25) \
-        if capability >= (8, 0) else (65.0, 0.30)
-    return Card(name.replace(" ", "-"), props.name, round(memory, 1), capability, peak, util)
+    like = CARDS["h100" if capability >= (9, 0) else "a100-80" if capability >= (8, 0) else "t4"]
+    return Card(name.replace(" ", "-"), props.name, round(memory, 1), capability,
+                like.peak_tflops, like.utilisation)
 
 
 def card(name: str) -> Card:
@@ -262,7 +262,7 @@ def settings_of(cfg, tier: str = "a", preset: dict | None = None) -> Settings:
 
     preset = preset or gpu_preset(cfg, tier)
     t = cfg.tier_a if tier == "a" else cfg.tier_b
-    return Settings(tier=tier, quantize=getattr(cfg, "quantize", "none"),
+    return Settings(tier=tier, quantize=cfg.quantize,
                     compiled=compile_wanted(cfg),
                     dtype_bytes=4 if cfg.dtype == "float32" else 2,
                     micro_batch=preset["batch_size"], grad_accum=preset["grad_accum"],
@@ -409,15 +409,17 @@ class Plan:
     attention: str = "sdpa"
 
 
-def _preset_for(memory_gib: float) -> str:
-    from .fast import auto_preset
+def _compiles(cfg, gpu: Card, quantize: str) -> bool:
+    """`fast.compile_wanted` for a card that may not be this machine's."""
+    from .fast import compile_supported
 
-    return auto_preset(memory_gib)
+    return cfg.compile_blocks == "on" or (cfg.compile_blocks == "auto"
+                                          and compile_supported(gpu.capability, quantize))
 
 
-def choose(cfg, gpu: Card, samples: int | None = None) -> Plan:
+def choose(cfg, gpu: Card) -> Plan:
     """The plan for `gpu` given `cfg` (its model, pixel budget, LoRA settings): see module doc."""
-    from .fast import GPU_PRESETS
+    from .fast import GPU_PRESETS, auto_preset
 
     shape = shape_of(cfg)
     reasons = []
@@ -427,7 +429,7 @@ def choose(cfg, gpu: Card, samples: int | None = None) -> Plan:
     if not gpu.bf16:
         reasons.append(f"compute capability {gpu.capability[0]}.{gpu.capability[1]}: no native "
                        f"bf16, so fp16 compute")
-    preset = _preset_for(gpu.memory_gib)
+    preset = auto_preset(gpu.memory_gib)
     fields["gpu"] = preset
     fields["quantize"] = "4bit" if small else "none"
     fields["max_pixels"] = min(cfg.max_pixels, SMALL_CARD_MAX_PIXELS) if small else cfg.max_pixels
@@ -441,13 +443,10 @@ def choose(cfg, gpu: Card, samples: int | None = None) -> Plan:
 
     def settings(tier: str, f: dict) -> Settings:
         p = GPU_PRESETS[f["gpu"]]["train_a" if tier == "a" else "train_b"]
-        ckpt = f.get("gradient_checkpointing_override", p[2])
         t = cfg.tier_a if tier == "a" else cfg.tier_b
-        compiled = cfg.compile_blocks == "on" or (cfg.compile_blocks == "auto" and gpu.bf16
-                                                   and f["quantize"] == "none")
         return Settings(tier=tier, quantize=f["quantize"], dtype_bytes=2, micro_batch=p[0],
-                        compiled=compiled,
-                        grad_accum=p[1], checkpointing=ckpt, max_pixels=f["max_pixels"],
+                        compiled=_compiles(cfg, gpu, f["quantize"]),
+                        grad_accum=p[1], checkpointing=p[2], max_pixels=f["max_pixels"],
                         lora_r=t.r, lora_dropout=t.dropout, last_n_blocks=cfg.tier_b.last_n_blocks,
                         include_merger=cfg.tier_b.include_merger)
 
@@ -474,10 +473,11 @@ def choose(cfg, gpu: Card, samples: int | None = None) -> Plan:
                        f"gradient checkpointing {checkpointing_text(ckpt)}): the estimate fits "
                        f"{gpu.memory_gib:.0f} GiB")
     if cfg.compile_blocks == "auto":
-        on = gpu.bf16 and fields["quantize"] == "none"
+        on = _compiles(cfg, gpu, fields["quantize"])
         reasons.append("compiled blocks (torch.compile of the decoder layers, vision MLPs and "
                        "norms): " + ("on" if on else "off, " + (
-                           "4-bit layers" if gpu.bf16 else "compute capability below 8.0")))
+                           "compute capability below 8.0" if not gpu.bf16 else "4-bit layers"
+                           if fields["quantize"] != "none" else "torch older than 2.5")))
     try:
         from .model import flash_attn_usable
 
@@ -487,7 +487,7 @@ def choose(cfg, gpu: Card, samples: int | None = None) -> Plan:
     attention = "flash_attention_2" if gpu.flash_attn and flash_here else \
         "sdpa" if not gpu.flash_attn else "flash_attention_2 if installed, else sdpa"
     plan = Plan(card=gpu, fields=fields, reasons=reasons, attention=attention)
-    rows = samples or cfg.train_limit or TRAIN_ROWS
+    rows = cfg.train_limit or TRAIN_ROWS
     for tier in ("a", "b"):
         st = settings(tier, fields)
         plan.memory[tier] = estimate_memory(shape, st)
@@ -566,7 +566,7 @@ def _hours(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def format_plan(plan: Plan, cfg) -> str:
+def format_gpu_plan(plan: Plan) -> str:
     """The plan of one card as text: choices, reasons, memory by term, time per epoch."""
     g = plan.card
     lines = [f"GPU plan for {g.label} ({g.memory_gib:.1f} GiB, compute capability "
@@ -590,13 +590,13 @@ def format_plan(plan: Plan, cfg) -> str:
     return "\n".join(lines)
 
 
-def format_table(cfg, names=None) -> str:
+def format_gpu_table(cfg) -> str:
     """One line per card class: what the plan chooses and its estimates."""
     header = (f"{'card':<9} {'GiB':>5} {'quantize':>8} {'dtype':>9} {'preset':>6} "
               f"{'pixels':>6} {'peak A':>7} {'peak B':>7} {'epoch A':>8} {'epoch B':>8}")
     lines = [f"GPU plans for {cfg.model_id} (estimates; peak memory in GiB, time per epoch)",
              header, "-" * len(header)]
-    for name in names or CARDS:
+    for name in CARDS:
         plan = choose(cfg, CARDS[name])
         f = plan.fields
         lines.append(f"{name:<9} {plan.card.memory_gib:>5.1f} {f['quantize']:>8} {f['dtype']:>9} "
@@ -616,26 +616,26 @@ def plan_report(cfg, gpu: str | None = None) -> str:
     overrides): a plan is computed from the profile's own pixel budget.
     """
     if gpu == "all":
-        return format_table(cfg)
+        return format_gpu_table(cfg)
     if gpu:
-        return format_plan(choose(cfg, card(gpu)), cfg)
+        return format_gpu_plan(choose(cfg, card(gpu)))
     found = detect()
     if found is not None:
-        return format_plan(choose(cfg, found), cfg)
+        return format_gpu_plan(choose(cfg, found))
     if cfg.hardware == "none":
         return ""
-    return "no GPU here: the plan of each card class\n" + format_table(cfg)
+    return "no GPU here: the plan of each card class\n" + format_gpu_table(cfg)
 
 
-def report(profile: str | None, sets: list[str], gpu: str | None = None) -> str:
-    """`plan`'s hardware section for a profile and ``--set`` overrides (``field=value``).
+def report(profile: str | None, overrides: dict | None = None, gpu: str | None = None) -> str:
+    """`plan`'s hardware section for a profile and config overrides (field -> value).
 
-    ``--set hardware=t4`` (a class) asks for that class's plan, like ``--gpu t4``.
+    ``hardware="t4"`` (a class) asks for that class's plan, like ``gpu="t4"``.
     """
     from .config import PROFILES, get_config
 
-    overrides = dict(item.split("=", 1) for item in sets if "=" in item)
-    wanted = overrides.get("hardware", "").strip()
+    overrides = dict(overrides or {})
+    wanted = str(overrides.get("hardware", "")).strip()
     if gpu is None and wanted in CARDS:
         gpu = wanted
     cfg = get_config(profile, {**overrides, "hardware": "none"})  # the profile's own budget

@@ -45,7 +45,7 @@ def merge_tier_a(cfg: Config) -> dict:
     require_saved(cfg.tier_a_dir, "adapter", "train tier a (notebook 02) first")
     processor = load_processor(cfg, cfg.tier_a_dir)
     # merge into full-precision weights even when Tier A trained on a 4-bit (QLoRA) base
-    full = dataclasses.replace(cfg, quantize="none") if getattr(cfg, "quantize", "none") != "none" else cfg
+    full = dataclasses.replace(cfg, quantize="none")
     model = load_model(full, cfg.model_id, adapter=cfg.tier_a_dir)
     batch = {k: v.to(device()) for k, v in verification_batch(cfg, processor).items()}
     before = model(**batch).logits

@@ -85,7 +85,7 @@ def load_model(cfg: Config, path: str | Path | None = None, adapter: str | Path 
 
     backend = attention_backend(cfg)
     quantized = {}
-    if getattr(cfg, "quantize", "none") == "4bit":
+    if cfg.quantize == "4bit":
         from .hardware import bnb_config
         quantized = {"quantization_config": bnb_config(cfg)}
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(

@@ -439,10 +439,10 @@ def _trainer_class():
 def _SamplerEpoch(trainer):
     """A callback that tells the training sampler its epoch when each epoch begins.
 
-    The Trainer calls `set_epoch` itself, but when a run resumes in the middle of an epoch the
-    loader is wrapped by `skip_first_batches`, and under several processes the sampler sits
-    below accelerate's `BatchSamplerShard`, which the Trainer's call does not reach: the resumed
-    epoch would replay epoch 0's order. ``state.epoch`` (restored from the checkpoint, e.g. 1.5)
+    The Trainer and accelerate call `set_epoch` themselves, but when a run of several processes
+    resumes in the middle of an epoch, the sampler sits below both `skip_first_batches` and
+    accelerate's `BatchSamplerShard`, where neither call reaches: the resumed epoch would
+    replay epoch 0's order. ``state.epoch`` (restored from the checkpoint, e.g. 1.5)
     gives the epoch before the loader is iterated.
     """
     from transformers import TrainerCallback
@@ -602,14 +602,15 @@ def build_trainer(cfg: Config, tier: str, train_ds=None, eval_ds=None):
     from transformers import set_seed
     set_seed(cfg.seed)  # the adapter's random init (LoRA A) is part of a reproducible run
     model = apply_tier_a(model, cfg) if tier == "a" else apply_tier_b(model, cfg)
+    ds = None  # the dataset's splits, for the leak checks (loaded by `clean_split` if None)
     if train_ds is None or eval_ds is None:
         ds = load_tableqa(cfg.dataset_id)
         train_ds = ds["train"].select(range(min(cfg.train_limit or len(ds["train"]), len(ds["train"]))))
         eval_ds = ds["validation"].select(
             range(min(cfg.eval_limit or len(ds["validation"]), len(ds["validation"]))))
     from .checks import clean_split  # the dataset check: training never meets a rejected row
-    train_ds, _ = clean_split(train_ds, processor, cfg, "train")
-    eval_ds, _ = clean_split(eval_ds, processor, cfg, "validation")
+    train_ds, _ = clean_split(train_ds, processor, cfg, "train", reference=ds)
+    eval_ds, _ = clean_split(eval_ds, processor, cfg, "validation", reference=ds)
     return make_trainer(model, processor, cfg, tier, train_ds, eval_ds,
                         output_dir=paths["checkpoints"])
 
