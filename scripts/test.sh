@@ -9,6 +9,7 @@ bash tests/browser/install.sh
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false TABLEQA_PROFILE=tiny
 export TABLEQA_REQUIRE_BROWSER=1
 work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT  # run folders of the browser test and the notebooks
 export TABLEQA_RUN_DIR="$work/browser"
 python scripts/clean_notebooks.py --check notebooks
 python -m pytest tests -p no:cacheprovider
