@@ -24,7 +24,6 @@ import functools
 import gc
 import os
 import statistics
-import tempfile
 import time
 import traceback
 
@@ -32,7 +31,7 @@ import torch
 
 from bench import tables
 from bench.common import (Log, build, card, cuda, flops_per_sample, mfu, peak_gib, reset_memory,
-                          step_timer, sync, versions)
+                          scratch, step_timer, sync, versions)
 from tableqa_helpers import fast
 from tableqa_helpers.collate import GenerationCollator, TrainCollator, count_tokens
 from tableqa_helpers.config import get_config
@@ -264,7 +263,7 @@ def run_training(model, processor, cfg, tier, name, settings, warm_rows, rows, e
     rec = {"part": f"tier_{tier}", "variant": name, "preset": preset["preset"], "batch_size": bs,
            "grad_accum": ga, "checkpointing": preset["gradient_checkpointing"],
            "workers": c.dataloader_workers, "compiled": fast.compile_wanted(c)}
-    tmp = tempfile.mkdtemp(prefix="bench-")
+    tmp = scratch("bench-")
     common = dict(output_dir=tmp, logging_strategy="no", save_strategy="no", eval_strategy="no",
                   disable_tqdm=True, report_to=[])
     reset_memory()
@@ -410,7 +409,7 @@ def main(argv=None):
     big = a.shape == "7b"
     parts = set(a.parts.split(","))
     log = Log(a.out, "ours")
-    root = tempfile.mkdtemp(prefix="bench-root-")
+    root = scratch("bench-root-")
     cfg = get_config("full" if big else "tiny", root=root)
     cfg.dataloader_workers = min(12, max(0, (os.cpu_count() or 2) - 3)) if cuda() else 0
     if not cuda():

@@ -1,9 +1,12 @@
 """Shared pieces of the benchmark: the stand-in model at a chosen shape, timing, FLOP counts."""
 from __future__ import annotations
 
+import atexit
 import gc
 import json
 import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,6 +33,13 @@ def peak_gib() -> dict:
         return {"peak_alloc_gib": None, "peak_reserved_gib": None}
     return {"peak_alloc_gib": round(torch.cuda.max_memory_allocated() / 2 ** 30, 1),
             "peak_reserved_gib": round(torch.cuda.max_memory_reserved() / 2 ** 30, 1)}
+
+
+def scratch(prefix: str) -> str:
+    """A temporary folder that is removed when the process exits (runs leave nothing in /tmp)."""
+    path = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 def reset_memory() -> None:

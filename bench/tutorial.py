@@ -20,14 +20,14 @@ import argparse
 import os
 import re
 import statistics
-import tempfile
 import time
 
 import torch
 
 from bench import tables
 from bench.bench import TUTORIAL_SYSTEM, token_stats
-from bench.common import Log, build, card, cuda, flops_per_sample, mfu, peak_gib, step_timer
+from bench.common import (Log, build, card, cuda, flops_per_sample, mfu, peak_gib, scratch,
+                          step_timer)
 from tableqa_helpers.config import get_config
 
 
@@ -76,7 +76,7 @@ def main(argv=None):
     except ImportError:
         raise SystemExit("the tutorial's recipe needs qwen-vl-utils (carry its wheel)")
     log = Log(a.out, "tutorial")
-    cfg = get_config("full" if a.shape == "7b" else "tiny", root=tempfile.mkdtemp())
+    cfg = get_config("full" if a.shape == "7b" else "tiny", root=scratch("tutorial-root-"))
     t0 = time.perf_counter()
     model, processor = build(a.shape, cfg.min_pixels, cfg.max_pixels)
     build_s = time.perf_counter() - t0
@@ -121,7 +121,7 @@ def main(argv=None):
 
     use_bf16 = cuda() and torch.cuda.is_bf16_supported()
     args = SFTConfig(
-        output_dir=tempfile.mkdtemp(prefix="tutorial-"), max_steps=a.steps,
+        output_dir=scratch("tutorial-"), max_steps=a.steps,
         per_device_train_batch_size=a.bs, gradient_accumulation_steps=a.ga,
         dataloader_pin_memory=True, gradient_checkpointing=True,
         gradient_checkpointing_kwargs={"use_reentrant": False}, bf16=use_bf16,

@@ -10,8 +10,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_bench_runs_at_the_tiny_shape(tmp_path):
+    scratch = tmp_path / "tmp"  # the run's temporary folders go here and must be gone after
+    scratch.mkdir()
     env = {**os.environ, "OUT": str(tmp_path), "PY": sys.executable, "STAGES": "ours report",
-           "OURS_ARGS": "--parts vision,a,b,infer --a-variants default,eager --b-variants default"}
+           "OURS_ARGS": "--parts vision,a,b,infer --a-variants default,eager --b-variants default",
+           "TMPDIR": str(scratch)}
     run = subprocess.run(["bash", "bench/run.sh", "tiny"], cwd=ROOT, env=env, text=True,
                          capture_output=True, timeout=600)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
@@ -25,3 +28,5 @@ def test_bench_runs_at_the_tiny_shape(tmp_path):
     assert all(r["samples_per_s"] > 0 and r["cache"]["hits"] == r["cache"]["misses"] for r in tier_a)
     summary = (tmp_path / "summary.md").read_text()
     assert "ours Tier A default" in summary and "ours batched" in summary
+    left = [p.name for p in scratch.iterdir() if not p.name.startswith("torchinductor_")]
+    assert not left, left  # (torch's compile cache is meant to stay: later runs reuse it)
