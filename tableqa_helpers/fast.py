@@ -199,13 +199,18 @@ def compile_supported(capability: tuple[int, int], quantize: str) -> bool:
     return recent and tuple(capability) >= (8, 0) and quantize == "none"
 
 
-def compile_wanted(cfg) -> bool:
-    """Whether training here compiles the blocks: ``cfg.compile_blocks`` "on", "off", or "auto"
-    (`compile_supported` on this machine's GPU)."""
+def compile_wanted(cfg, capability: tuple[int, int] | None = None,
+                   quantize: str | None = None) -> bool:
+    """Whether training compiles the blocks: ``cfg.compile_blocks`` "on", "off", or "auto"
+    (`compile_supported` on this machine's GPU, or on a card of `capability` for a plan made
+    for another card; `quantize` defaults to ``cfg.quantize``)."""
     if cfg.compile_blocks != "auto":
         return cfg.compile_blocks == "on"
-    return torch.cuda.is_available() and compile_supported(torch.cuda.get_device_capability(),
-                                                           cfg.quantize)
+    if capability is None:
+        if not torch.cuda.is_available():
+            return False
+        capability = torch.cuda.get_device_capability()
+    return compile_supported(capability, cfg.quantize if quantize is None else quantize)
 
 
 def _block_modules(model) -> list:

@@ -140,13 +140,11 @@ def saved_activation_bytes(model, processor, cfg, row) -> int:
     import torch
 
     from .collate import TrainCollator
-    from .model import device
+    from .model import device, torch_dtype
     from .train import fast_loss
 
     batch = TrainCollator(processor, cfg.system_prompt, cfg.max_length)([row])
     batch = {k: v.to(device()) if hasattr(v, "to") else v for k, v in batch.items()}
-    from .model import torch_dtype
-
     model.train()
     dtype = torch_dtype(cfg)  # the Trainer's mixed precision (bf16/fp16 autocast on a GPU)
     autocast = torch.autocast("cuda", dtype=dtype, enabled=torch.cuda.is_available()

@@ -256,9 +256,7 @@ class Settings:
 
 def settings_of(cfg, tier: str = "a", preset: dict | None = None) -> Settings:
     """The Settings a config trains `tier` with (`preset`: its resolved GPU preset, if known)."""
-    from .fast import gpu_preset
-
-    from .fast import compile_wanted
+    from .fast import compile_wanted, gpu_preset
 
     preset = preset or gpu_preset(cfg, tier)
     t = cfg.tier_a if tier == "a" else cfg.tier_b
@@ -409,17 +407,9 @@ class Plan:
     attention: str = "sdpa"
 
 
-def _compiles(cfg, gpu: Card, quantize: str) -> bool:
-    """`fast.compile_wanted` for a card that may not be this machine's."""
-    from .fast import compile_supported
-
-    return cfg.compile_blocks == "on" or (cfg.compile_blocks == "auto"
-                                          and compile_supported(gpu.capability, quantize))
-
-
 def choose(cfg, gpu: Card) -> Plan:
     """The plan for `gpu` given `cfg` (its model, pixel budget, LoRA settings): see module doc."""
-    from .fast import GPU_PRESETS, auto_preset
+    from .fast import GPU_PRESETS, auto_preset, compile_wanted
 
     shape = shape_of(cfg)
     reasons = []
@@ -445,7 +435,7 @@ def choose(cfg, gpu: Card) -> Plan:
         p = GPU_PRESETS[f["gpu"]]["train_a" if tier == "a" else "train_b"]
         t = cfg.tier_a if tier == "a" else cfg.tier_b
         return Settings(tier=tier, quantize=f["quantize"], dtype_bytes=2, micro_batch=p[0],
-                        compiled=_compiles(cfg, gpu, f["quantize"]),
+                        compiled=compile_wanted(cfg, gpu.capability, f["quantize"]),
                         grad_accum=p[1], checkpointing=p[2], max_pixels=f["max_pixels"],
                         lora_r=t.r, lora_dropout=t.dropout, last_n_blocks=cfg.tier_b.last_n_blocks,
                         include_merger=cfg.tier_b.include_merger)
@@ -473,7 +463,7 @@ def choose(cfg, gpu: Card) -> Plan:
                        f"gradient checkpointing {checkpointing_text(ckpt)}): the estimate fits "
                        f"{gpu.memory_gib:.0f} GiB")
     if cfg.compile_blocks == "auto":
-        on = _compiles(cfg, gpu, fields["quantize"])
+        on = compile_wanted(cfg, gpu.capability, fields["quantize"])
         reasons.append("compiled blocks (torch.compile of the decoder layers, vision MLPs and "
                        "norms): " + ("on" if on else "off, " + (
                            "compute capability below 8.0" if not gpu.bf16 else "4-bit layers"

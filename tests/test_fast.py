@@ -315,8 +315,15 @@ def test_compile_wanted_follows_config(tiny_cfg):
     tiny_cfg.compile_blocks = "auto"
     if not torch.cuda.is_available():
         assert fast.compile_wanted(tiny_cfg) is False  # auto: never on a CPU
+    # auto on a given card (a plan for another GPU): compute capability >= 8.0, unquantized
+    assert fast.compile_wanted(tiny_cfg, capability=(9, 0)) is True
+    assert fast.compile_wanted(tiny_cfg, capability=(8, 0)) is True
+    assert fast.compile_wanted(tiny_cfg, capability=(7, 5)) is False  # T4: no Triton fusion
+    assert fast.compile_wanted(tiny_cfg, (9, 0), quantize="4bit") is False
     tiny_cfg.quantize = "4bit"
-    assert fast.compile_wanted(tiny_cfg) is False  # auto: never under bitsandbytes' 4-bit layers
+    assert fast.compile_wanted(tiny_cfg, capability=(9, 0)) is False  # bitsandbytes' 4-bit layers
+    tiny_cfg.compile_blocks = "on"
+    assert fast.compile_wanted(tiny_cfg, capability=(7, 5)) is True  # "on" is the user's word
     with pytest.raises(ConfigError, match="compile_blocks"):
         get_config("tiny", root=str(tiny_cfg.root), compile_blocks="yes")
 
