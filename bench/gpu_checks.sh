@@ -9,36 +9,20 @@
 #   bench/gpu_checks.sh   env: OUT (default .bench_out), ROWS (training rows, 96), GA (1-GPU
 #                          accumulation, 8: global batch; 2 GPUs take half each), FSDP_STEPS (3),
 #                          DDP_COMPARE (1; 0 skips the 1-GPU and DDP runs), PY
-# A training process still running 15 s before its time limit gets SIGABRT first, so that Python's
-# fault handler prints where every process of it stands (a hang shows up in the log), after a
-# py-spy dump of each where py-spy is installed (clearer: one process at a time).
-source "$(dirname "$0")/env.sh"
+# Every run is under `limited` (bench/env.sh): stack dumps before its time limit kills it.
+cd "$(dirname "$0")/.." || exit 1  # the repository root (OUT, if relative, is taken from there)
+source bench/env.sh
 ROWS=${ROWS:-96}
+GA=${GA:-8}
+if ! [ "$GA" -ge 2 ] 2>/dev/null || [ $(( GA % 2 )) != 0 ]; then
+  echo "gpu_checks.sh: GA must be an even number >= 2 (2 GPUs take GA/2 each), got '$GA'" >&2; exit 2
+fi
 MODEL=/tmp/rand7b
 nvidia-smi --query-gpu=index,name,memory.total --format=csv | tee "$OUT/gpus.txt"
 $PY -c "from tableqa_helpers.gpucheck import random_checkpoint as r; r('$MODEL')" || exit 1
-TRAINING="^[^ ]*python[^ ]* .*tableqa_helpers(\.hardware)? (train|measure)"  # pgrep pattern
-ulimit -c 0  # no core files from the SIGABRT below
-limited() {  # limited SECONDS command...: `timeout`, with stack dumps before the kill (exit 134)
-  local t=$1; shift
-  ( sleep $(( t > 30 ? t - 15 : t / 2 )) & s=$!; trap 'kill $s; exit' TERM; wait $s
-    spy=$(command -v py-spy || ls /tmp/site/bin/py-spy 2>/dev/null)  # .whl/ may carry py-spy
-    [ -n "$spy" ] && for p in $(pgrep -f "$TRAINING"); do  # loader workers included
-      echo "=== py-spy $p"; timeout 3 $spy dump --pid $p; done
-    pkill -ABRT -f "$TRAINING" ) & local dog=$!
-  PYTHONFAULTHANDLER=1 timeout "$t" "$@"; local rc=$?
-  kill $dog 2>/dev/null; return $rc
-}
-measure() {  # one `hardware measure` process per ";"-separated argument list
-  IFS=';' read -ra runs <<< "$1"
-  for r in "${runs[@]}"; do
-    echo "=== measure $r $(date -u +%T)"
-    limited ${MEASURE_TIMEOUT:-150} env CUDA_VISIBLE_DEVICES=0 $PY -m tableqa_helpers.hardware measure \
-      --model $MODEL $r --out "$OUT/measure.jsonl" >> "$OUT/measure.log" 2>&1; echo "exit $?"
-  done
-}
-measure "${MEASURES_FIRST---tier a --set hardware=t4 --cap-gib 14.7}"
-GPUS=$($PY -c "import torch; print(torch.cuda.device_count())")  # honours CUDA_VISIBLE_DEVICES
+measure 7b "${MEASURES_FIRST---tier a --set hardware=t4 --cap-gib 14.7}"
+GPUS=$($PY -c "import torch; print(torch.cuda.device_count())") || GPUS=0  # honours CUDA_VISIBLE_DEVICES
+[ "$GPUS" -ge 2 ] || echo "=== $GPUS GPU(s) here: the 1 vs 2 GPU and FSDP runs are skipped"
 if [ "$GPUS" -ge 2 ]; then
   echo "=== 1 vs 2 GPUs $(date -u +%T)"
   rm -rf /tmp/one /tmp/two /tmp/fsdp "$OUT"/{one_gpu,two_gpus,fsdp}_tier_a.json "$OUT/compare.json"
@@ -49,23 +33,23 @@ if [ "$GPUS" -ge 2 ]; then
        --set logging_steps=1 --set dataloader_workers=6 --set tier_a.warmup=0"
   if [ "${DDP_COMPARE:-1}" = 1 ]; then
     limited ${ONE_TIMEOUT:-200} env CUDA_VISIBLE_DEVICES=0 $PY -m tableqa_helpers $RUN --set root=/tmp/one \
-      --set grad_accum=${GA:-8} > "$OUT/one_gpu.log" 2>&1; echo "1 GPU: exit $? $(date -u +%T)"
+      --set grad_accum=$GA > "$OUT/one_gpu.log" 2>&1; echo "1 GPU: exit $? $(date -u +%T)"
     limited ${TWO_TIMEOUT:-200} $PY -m accelerate.commands.launch --config_file accelerate/ddp.yaml \
-      --num_processes 2 -m tableqa_helpers $RUN --set root=/tmp/two --set grad_accum=$(( ${GA:-8} / 2 )) \
+      --num_processes 2 -m tableqa_helpers $RUN --set root=/tmp/two --set grad_accum=$(( $GA / 2 )) \
       > "$OUT/two_gpus.log" 2>&1; echo "2 GPUs: exit $? $(date -u +%T)"
     $PY -m tableqa_helpers.hardware compare /tmp/one/full /tmp/two/full | tee "$OUT/compare.json"
     cp /tmp/one/full/logs/tier_a.json "$OUT/one_gpu_tier_a.json" 2>/dev/null
     cp /tmp/two/full/logs/tier_a.json "$OUT/two_gpus_tier_a.json" 2>/dev/null
   fi
   if [ "${FSDP_STEPS:-3}" -gt 0 ]; then  # the same run's first steps, sharded (epochs: a fraction)
-    EPOCHS=$($PY -c "print(${FSDP_STEPS:-3} * ${GA:-8} / $ROWS)")
+    EPOCHS=$($PY -c "print(${FSDP_STEPS:-3} * $GA / $ROWS)")
     limited ${FSDP_TIMEOUT:-200} $PY -m accelerate.commands.launch --config_file accelerate/fsdp.yaml \
-      --num_processes 2 -m tableqa_helpers $RUN --set root=/tmp/fsdp --set grad_accum=$(( ${GA:-8} / 2 )) \
+      --num_processes 2 -m tableqa_helpers $RUN --set root=/tmp/fsdp --set grad_accum=$(( $GA / 2 )) \
       --set tier_a.epochs=$EPOCHS > "$OUT/fsdp.log" 2>&1; echo "FSDP, 2 GPUs: exit $? $(date -u +%T)"
     cp /tmp/fsdp/full/logs/tier_a.json "$OUT/fsdp_tier_a.json" 2>/dev/null
   fi
 fi
-measure "${MEASURES---tier a --set hardware=l4 --cap-gib 22;--tier a --set hardware=a100-40 --cap-gib 39.4}"
+measure 7b "${MEASURES---tier a --set hardware=l4 --cap-gib 22;--tier a --set hardware=a100-40 --cap-gib 39.4}"
 # a short table last
 $PY - "$OUT" <<'EOF'
 import json, os, sys

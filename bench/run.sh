@@ -10,7 +10,8 @@
 #             process per run in MEASURES (";"-separated argument lists); records in measure.jsonl
 #   report    the table (bench.report), printed last and saved as $OUT/summary.md
 SHAPE=${1:-7b}
-source "$(dirname "$0")/env.sh"
+cd "$(dirname "$0")/.." || exit 1  # the repository root (OUT, if relative, is taken from there)
+source bench/env.sh
 STAGES=${STAGES:-seed tutorial ours report}
 { date -u; git rev-parse HEAD 2>/dev/null || echo "no commit yet"; nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv 2>/dev/null
   $PY -c "import torch, transformers, peft; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__)"; } | tee "$OUT/env.txt"
@@ -32,12 +33,7 @@ for stage in $STAGES; do
       timeout ${OURS_TIMEOUT:-400} $PY -m bench.bench --shape $SHAPE --out "$OUT" $OURS_ARGS > "$OUT/ours.log" 2>&1
       grep -E "RECORD|Error|DONE" "$OUT/ours.log" | cut -c1-400 ;;
     measure)
-      IFS=';' read -ra runs <<< "${MEASURES:---tier a;--tier b;--tier a --set hardware=t4 --cap-gib 14.7}"
-      for r in "${runs[@]}"; do
-        timeout ${MEASURE_TIMEOUT:-240} $PY -m tableqa_helpers.hardware measure --shape $SHAPE \
-          --model /tmp/rand$SHAPE $r \
-          --out "$OUT/measure.jsonl" >> "$OUT/measure.log" 2>&1; echo "measure $r: exit $?"
-      done
+      measure $SHAPE "${MEASURES:---tier a;--tier b;--tier a --set hardware=t4 --cap-gib 14.7}"
       grep -E "^MEASURE|Error" "$OUT/measure.log" | cut -c1-300 ;;
     report) $PY -m bench.report --out "$OUT" ;;
   esac
