@@ -32,10 +32,12 @@ import torch
 from bench import tables
 from bench.common import (Log, build, card, cuda, flops_per_sample, mfu, peak_gib, reset_memory,
                           scratch, step_timer, sync, versions)
-from tableqa_helpers import fast
-from tableqa_helpers.collate import GenerationCollator, TrainCollator, count_tokens
+from tableqa_helpers.hardware import presets
+from tableqa_helpers.model import fast
+from tableqa_helpers.data import GenerationCollator, TrainCollator, count_tokens
 from tableqa_helpers.config import get_config
-from tableqa_helpers.train import _inner, make_trainer
+from tableqa_helpers.train.loss import _inner
+from tableqa_helpers.train import make_trainer
 
 TUTORIAL_SYSTEM = (
     "You are a Vision Language Model specialized in interpreting visual data from charts and "
@@ -255,14 +257,14 @@ def run_training(model, processor, cfg, tier, name, settings, warm_rows, rows, e
     elif isinstance(settings, str):
         c.gpu = settings  # a named preset
     else:  # an ad-hoc preset for this variant
-        fast.GPU_PRESETS[f"bench_{name}"] = dict(train_a=settings, train_b=settings,
+        presets.GPU_PRESETS[f"bench_{name}"] = dict(train_a=settings, train_b=settings,
                                                  gen_batch_size=8, eval_batch_size=1)
         c.gpu = f"bench_{name}"
-    preset = fast.gpu_preset(c, tier)
+    preset = presets.gpu_preset(c, tier)
     bs, ga = preset["batch_size"], preset["grad_accum"]
     rec = {"part": f"tier_{tier}", "variant": name, "preset": preset["preset"], "batch_size": bs,
            "grad_accum": ga, "checkpointing": preset["gradient_checkpointing"],
-           "workers": c.dataloader_workers, "compiled": fast.compile_wanted(c)}
+           "workers": c.dataloader_workers, "compiled": presets.compile_wanted(c)}
     tmp = scratch("bench-")
     common = dict(output_dir=tmp, logging_strategy="no", save_strategy="no", eval_strategy="no",
                   disable_tqdm=True, report_to=[])
@@ -461,7 +463,7 @@ def main(argv=None):
                 "bs1_ga24": (1, 24, False), "bs4_ckpt": (4, 6, True), "bs2_ckpt": (2, 12, True),
                 "bs2_ckpt2": (2, 12, 2), "bs3_ckpt2": (3, 8, 2), "bs3_ckpt": (3, 8, True),
                 "tutorial_batch": (3, 8, True), "bs3": (3, 8, False)}
-    from tableqa_helpers.tiers import apply_tier_a, apply_tier_b
+    from tableqa_helpers.train import apply_tier_a, apply_tier_b
 
     for tier, names, epochs in (("a", a.a_variants, 2), ("b", a.b_variants, 1)):
         if tier not in parts:

@@ -57,7 +57,7 @@ def build(shape: str, min_pixels: int, max_pixels: int):
     """
     from transformers import Qwen2_5_VLForConditionalGeneration
 
-    from tableqa_helpers import standin
+    from tableqa_helpers.offline import standin
 
     tok = standin.build_tokenizer()
     processor = standin.build_processor(tok, min_pixels=min_pixels, max_pixels=max_pixels)

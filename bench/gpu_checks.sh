@@ -19,7 +19,7 @@ if ! [ "$GA" -ge 2 ] 2>/dev/null || [ $(( GA % 2 )) != 0 ]; then
 fi
 MODEL=/tmp/rand7b
 nvidia-smi --query-gpu=index,name,memory.total --format=csv | tee "$OUT/gpus.txt"
-$PY -c "from tableqa_helpers.gpucheck import random_checkpoint as r; r('$MODEL')" || exit 1
+$PY -c "from tableqa_helpers.hardware.gpucheck import random_checkpoint as r; r('$MODEL')" || exit 1
 measure 7b "${MEASURES_FIRST---tier a --set hardware=t4 --cap-gib 14.7}"
 GPUS=$($PY -c "import torch; print(torch.cuda.device_count())") || GPUS=0  # honours CUDA_VISIBLE_DEVICES
 [ "$GPUS" -ge 2 ] || echo "=== $GPUS GPU(s) here: the 1 vs 2 GPU and FSDP runs are skipped"

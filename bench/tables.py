@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 @lru_cache(maxsize=1)
 def _words() -> list[str]:
-    from tableqa_helpers.synth import corpus_sentences
+    from tableqa_helpers.offline import corpus_sentences
 
     return " ".join(corpus_sentences(400, seed=1)).split()
 

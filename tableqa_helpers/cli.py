@@ -18,20 +18,20 @@ def _config(args):
 
 
 def cmd_tiny_model(args):
-    from .standin import build_tiny_model
+    from .offline.standin import build_tiny_model
 
     print(build_tiny_model(args.dir, seed=args.seed))
 
 
 def cmd_synth_data(args):
-    from .synth import make_synthetic_dataset
+    from .offline.dataset import make_synthetic_dataset
 
     print(make_synthetic_dataset(args.dir, train=args.train, validation=args.validation,
                                  test=args.test, seed=args.seed))
 
 
 def cmd_prepare(args):
-    from .standin import ensure_standins
+    from .offline.standin import ensure_standins
 
     cfg = _config(args)
     made = ensure_standins(cfg)
@@ -39,7 +39,7 @@ def cmd_prepare(args):
 
 
 def cmd_plan(args):
-    from .tiers import format_plan, plan
+    from .train.tiers import format_plan, plan
 
     cfg = _config(args)
     if args.seed_targets:
@@ -52,15 +52,15 @@ def cmd_plan(args):
             title += f"\n  tutorial targets: {vision:,} of them sit in the vision tower"
         print(format_plan(counts, title) + "\n")
     from .config import parse_sets
-    from .hardware import report  # the GPU plan: this GPU's, --gpu's, or every card class's
+    from .hardware.plan import report
     text = report(args.profile, parse_sets(args.set), args.gpu)
     if text:
         print(text)
 
 
 def cmd_train(args):
-    from .standin import ensure_standins
-    from .train import end_distributed, train_tier
+    from .offline.standin import ensure_standins
+    from .train.trainer import end_distributed, train_tier
 
     cfg = _config(args)
     ensure_standins(cfg)
@@ -84,7 +84,7 @@ def cmd_predict(args):
 
 
 def cmd_evaluate(args):
-    from .evaluate import compare_stages
+    from .evaluate.compare import compare_stages
     from .infer import STAGES, output_path
     from .plots import plot_stage_comparison
 
@@ -99,7 +99,7 @@ def cmd_evaluate(args):
 
 
 def cmd_check_data(args):
-    from .checks import check_dataset
+    from .data.checks import check_dataset
 
     report = check_dataset(_config(args))
     print(report.summary())
@@ -173,7 +173,7 @@ def main(argv=None):
 
     args = parser.parse_args(argv)
     from .config import ConfigError
-    from .data import DataError
+    from .data.load import DataError
     try:
         args.func(args)
     except (ConfigError, DataError) as e:

@@ -23,7 +23,7 @@ SYSTEM_PROMPT = (
 )
 
 
-# Problems the dataset check (`checks.py`) finds, each with its own policy in `Config.data_policy`.
+# Problems the dataset check (`data/checks.py`) finds, each with its own policy in `Config.data_policy`.
 DATA_PROBLEMS = {
     "missing_field": "table_id, image, question or answer is missing, None or blank",
     "image_undecodable": "the image does not decode (zero bytes, truncated, not an image format)",
@@ -96,13 +96,13 @@ class Config:
     cache_vision: bool = True  # Tier A: compute the frozen vision tower once per image
     vision_cache_gb: float = 8.0  # bound on the in-memory vision cache, in GiB
     vision_cache_disk_gb: float = 0.0  # Tier A: vision cache on disk (RUN/cache/vision), GiB; 0: off
-    vision_attention: str = "grouped"  # SDPA vision windows: "grouped" (fast.py) or "stock"
+    vision_attention: str = "grouped"  # SDPA vision windows: "grouped" (model/fast.py) or "stock"
     compile_blocks: str = "auto"  # torch.compile each decoder layer / vision MLP in training:
     #                               "auto" (on a bf16/fp16 GPU of compute capability >= 8, not
     #                               under 4-bit), "on", "off" (fast.compile_blocks)
     gpu: str = "manual"  # batch preset (fast.GPU_PRESETS): manual (fields as set), auto, 80gb...
     quantize: str = "none"  # base weights: "none" (dtype) or "4bit" (QLoRA; needs bitsandbytes)
-    hardware: str = "none"  # GPU plan (hardware.py) for fields not set: none, auto, or t4, l4, h100...
+    hardware: str = "none"  # GPU plan (hardware/plan.py) for fields not set: none, auto, or t4, l4, h100...
     dataloader_workers: int = 2  # processes preparing batches
     max_new_tokens: int = 384  # generation length cap (answers are 40-150 words)
     gen_batch_size: int = 8  # samples per generate() call
@@ -183,7 +183,7 @@ class Config:
             raise ConfigError(f"compile_blocks must be auto, on or off, got {self.compile_blocks!r}")
         if self.dtype not in ("bfloat16", "float16", "float32"):
             raise ConfigError(f"dtype must be bfloat16, float16 or float32, got {self.dtype!r}")
-        from .hardware import CARDS, QUANTIZE
+        from .hardware.cards import CARDS, QUANTIZE
         if self.quantize not in QUANTIZE:
             raise ConfigError(f"quantize must be one of {', '.join(QUANTIZE)}, got {self.quantize!r}")
         if self.hardware not in ("none", "auto", *CARDS):
@@ -371,6 +371,6 @@ def get_config(profile: str | None = None, overrides: dict[str, Any] | None = No
         if cfg.dataset_id == HUB_DATASET:
             cfg.dataset_id = str(cfg.standin_dir / "synthetic-visual-tableqa")
     if cfg.hardware != "none":  # the GPU plan sets the fields the overrides did not
-        from .hardware import apply_plan
+        from .hardware.plan import apply_plan
         apply_plan(cfg, {key.replace("__", ".") for key in overrides})
     return cfg.validate()

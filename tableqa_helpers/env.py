@@ -36,7 +36,8 @@ def device_report() -> dict[str, object]:
     import torch
 
     from .config import get_config
-    from .model import attention_backend, flash_attn_usable
+    from .model.load import attention_backend
+    from .hardware.cards import flash_attn_usable
 
     info: dict[str, object] = {"cuda": torch.cuda.is_available()}
     if torch.cuda.is_available():
@@ -50,8 +51,9 @@ def device_report() -> dict[str, object]:
     full = get_config("full", hardware="none")  # the profile itself; its plan comes below
     info["flash_attn"] = flash_attn_usable()
     info["attention"] = attention_backend(full)
-    if torch.cuda.is_available():  # what the full profile's GPU plan chooses here (hardware.py)
-        from .hardware import choose, detect
+    if torch.cuda.is_available():  # what the full profile's GPU plan chooses here (hardware/plan.py)
+        from .hardware.plan import choose
+        from .hardware.cards import detect
         plan = choose(full, detect())
         info["plan"] = ", ".join(f"{k}={v}" for k, v in plan.fields.items())
     return info

@@ -14,7 +14,7 @@ STAGES = ("base", "a", "merged", "b")
 
 def stage_model(cfg: Config, stage: str):
     """The model of a stage: base, base + Tier A adapter, merged, merged + Tier B adapter."""
-    from .model import load_model, load_processor
+    from .model.load import load_model, load_processor
 
     if stage not in STAGES:
         raise ConfigError(f"stage must be one of {', '.join(STAGES)}, got {stage!r}")
@@ -36,14 +36,14 @@ def output_path(cfg: Config, stage: str, split: str) -> Path:
 @torch.no_grad()
 def generate_batch(model, processor, batch: dict, max_new_tokens: int) -> tuple[list[str], list[int]]:
     """Greedy decoding of a left-padded batch, stopping at <|im_end|>; texts and token counts."""
-    from .model import device
+    from .model.load import device
 
     tok = processor.tokenizer
     stop = [tok.convert_tokens_to_ids("<|im_end|>"), tok.pad_token_id]
-    from .fast import sdpa_without_cudnn
+    from .model.fast import sdpa_without_cudnn
 
     batch = {k: v.to(device()) for k, v in batch.items()}
-    with sdpa_without_cudnn():  # cuDNN would build a graph per decoding step (fast.py)
+    with sdpa_without_cudnn():  # cuDNN would build a graph per decoding step (model/fast.py)
         out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
                              num_beams=1, eos_token_id=stop, pad_token_id=tok.pad_token_id,
                              use_cache=True, temperature=None, top_p=None, top_k=None)
@@ -62,13 +62,13 @@ def predict(cfg: Config, stage: str, split: str = "test", limit: int | None = No
 
     Writes one JSON line per sample to `RUN/predictions/{split}/{stage}.jsonl` as soon as its
     batch is done, so an interrupted run loses at most one batch. A sample that cannot be used
-    (blank question, image that does not decode or is too small: see `checks.py`) is not
+    (blank question, image that does not decode or is too small: see `data/checks.py`) is not
     generated; it is listed with its reason in `{stage}.skipped.jsonl` beside the predictions.
     """
     from tqdm.auto import tqdm
 
-    from .collate import GenerationCollator
-    from .data import load_tableqa
+    from .data.collate import GenerationCollator
+    from .data.load import load_tableqa
 
     rows = _undecoded(load_tableqa(cfg.dataset_id, split,
                                    limit=limit if limit is not None else cfg.test_limit))
@@ -85,7 +85,7 @@ def predict(cfg: Config, stage: str, split: str = "test", limit: int | None = No
     collate = GenerationCollator(processor, cfg.system_prompt)
     bar = tqdm(total=len(rows), initial=len(done), desc=f"predict {stage}/{split}",
                disable=not progress)
-    from .fast import gpu_preset
+    from .hardware.presets import gpu_preset
 
     per_call = gpu_preset(cfg)["gen_batch_size"]  # cfg.gen_batch_size unless a GPU preset is on
     for start in range(0, len(todo), per_call):
@@ -108,6 +108,64 @@ def predict(cfg: Config, stage: str, split: str = "test", limit: int | None = No
     return out
 
 
+class StageCache:
+    """The last stage model `predict_one` loaded, kept so the next call answers at once.
+
+    One model at a time (a 7B stage fills a GPU); asking for another stage, or for the same stage
+    after its weights changed on disk, loads again. `clear()` frees it.
+    """
+
+    def __init__(self):
+        self.key, self.model, self.processor = None, None, None
+
+    def get(self, cfg: Config, stage: str):
+        folders = {"a": [cfg.tier_a_dir], "merged": [cfg.merged_dir],
+                   "b": [cfg.merged_dir, cfg.tier_b_dir]}.get(stage, [])
+        stamp = tuple(_newest_write(f) for f in folders)  # retrained / re-merged: reload
+        key = (stage, str(cfg.model_id), str(cfg.run_dir), cfg.dtype, cfg.min_pixels,
+               cfg.max_pixels, stamp)
+        if key != self.key:
+            self.clear()
+            self.model, self.processor = stage_model(cfg, stage)
+            self.key = key
+        return self.model, self.processor
+
+    def clear(self) -> None:
+        self.key, self.model, self.processor = None, None, None
+
+
+STAGE_CACHE = StageCache()  # what `predict_one` reuses between notebook cells
+
+
+def _newest_write(folder: Path) -> float:
+    folder = Path(folder)
+    return max((p.stat().st_mtime for p in folder.glob("*") if p.is_file()), default=0.0)
+
+
+def predict_one(cfg: Config, image, question: str, stage: str = "merged",
+                max_new_tokens: int | None = None, model=None, processor=None) -> str:
+    """The answer of a stage's model to one question about one image, for a notebook cell.
+
+    `image`: a path, PIL image, numpy array or bytes (anything `data.to_rgb` reads). `stage`:
+    base, a, merged or b; its model is loaded once and kept in `STAGE_CACHE` (pass `model` and
+    `processor` to use your own). `max_new_tokens` defaults to ``cfg.max_new_tokens``.
+    Raises DataError for a blank question or an unusable image, ConfigError for a stage that
+    has not been trained yet (the message says which notebook makes it).
+    """
+    from .data.collate import GenerationCollator
+    from .data.load import DataError, to_messages
+
+    if not isinstance(question, str) or not question.strip():
+        raise DataError("predict_one: the question is empty")
+    sample = {"table_id": "predict_one", "image": image, "question": question}
+    to_messages(sample, cfg.system_prompt, with_answer=False)  # a clear error before loading
+    if model is None:
+        model, processor = STAGE_CACHE.get(cfg, stage)
+    batch = GenerationCollator(processor, cfg.system_prompt)([sample])
+    texts, _ = generate_batch(model, processor, batch, max_new_tokens or cfg.max_new_tokens)
+    return texts[0]
+
+
 def _undecoded(ds):
     """The split with images left as bytes: a broken image is then a DataError, not a crash."""
     import datasets
@@ -122,7 +180,7 @@ def _usable(idx: list[int], samples: list[dict], system_prompt: str, skipped: Pa
     """The samples a prompt can be built for; the others are logged to `skipped` with a reason."""
     import logging
 
-    from .data import DataError, to_messages
+    from .data.load import DataError, to_messages
 
     keep = []
     for i, s in zip(idx, samples):

@@ -15,8 +15,8 @@ TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 3e-2, torch.float16: 1e-2}
 
 def verification_batch(cfg: Config, processor, n: int = 2) -> dict:
     """A real batch of `n` validation samples with answers, for comparing logits."""
-    from .collate import TrainCollator
-    from .data import load_tableqa
+    from .data.collate import TrainCollator
+    from .data.load import load_tableqa
 
     rows = load_tableqa(cfg.dataset_id, "validation", limit=n)
     batch = TrainCollator(processor, cfg.system_prompt)([rows[i] for i in range(len(rows))])
@@ -40,7 +40,7 @@ def merge_tier_a(cfg: Config) -> dict:
     Compares the merged model's logits with the adapter model's on a validation batch and
     refuses to save when they differ by more than `TOLERANCE` for the dtype.
     """
-    from .model import device, load_model, load_processor
+    from .model.load import device, load_model, load_processor
 
     require_saved(cfg.tier_a_dir, "adapter", "train tier a (notebook 02) first")
     processor = load_processor(cfg, cfg.tier_a_dir)

@@ -16,7 +16,7 @@ GALLERY = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data",
 @pytest.fixture(scope="session")
 def standins(tmp_path_factory):
     """Root folder holding the tiny model and the synthetic dataset (built once)."""
-    from tableqa_helpers.standin import ensure_standins
+    from tableqa_helpers.offline import ensure_standins
 
     root = tmp_path_factory.mktemp("standins-root")
     ensure_standins(get_config("tiny", root=str(root)))
@@ -26,8 +26,8 @@ def standins(tmp_path_factory):
 def make_cfg(standins, run_root, **overrides):
     """A tiny-profile config whose run folder is `run_root`, sharing the stand-ins."""
     base = get_config("tiny", root=str(standins))
-    return get_config("tiny", root=str(run_root), model_id=base.model_id,
-                      dataset_id=base.dataset_id, **overrides)
+    return get_config("tiny", root=str(run_root), **{"model_id": base.model_id,
+                                                      "dataset_id": base.dataset_id, **overrides})
 
 
 @pytest.fixture

@@ -90,8 +90,8 @@ import pytest
 import torch
 from PIL import Image
 
-from tableqa_helpers.checks import ImageMemo, bomb_png, clean_split, scan_row
-from tableqa_helpers.collate import IGNORE, SampleTooLongError, TrainCollator
+from tableqa_helpers.data import ImageMemo, bomb_png, clean_split, scan_row
+from tableqa_helpers.data import IGNORE, SampleTooLongError, TrainCollator
 from tableqa_helpers.config import get_config
 from tableqa_helpers.data import DataError, ImageError, escape_control_text, load_tableqa
 from tableqa_helpers.io import (ArtifactWriteError, append_jsonl, atomic_dir, atomic_write_text,
@@ -315,7 +315,7 @@ def test_control_token_text_stays_text(injected, processor, model, tiny_cfg):
 
 def test_without_escaping_the_injection_would_break(processor, tiny_cfg, monkeypatch):
     """Control for the test above: the injected text really is dangerous."""
-    from tableqa_helpers import data
+    from tableqa_helpers.data import load as data
 
     monkeypatch.setattr(data, "escape_control_text", lambda text, tokens=(): text)
     collate = TrainCollator(processor, tiny_cfg.system_prompt)
@@ -556,7 +556,7 @@ def test_planted_key_is_in_no_file_log_or_output(tmp_path, standins, model, proc
     from tableqa_helpers.evaluate import compare_stages
     from tableqa_helpers.infer import output_path, predict
     from tableqa_helpers.io import atomic_write_json
-    from tableqa_helpers.jury import judge_file, load_jury
+    from tableqa_helpers.evaluate.jury import judge_file, load_jury
 
     monkeypatch.setenv(KEY_ENV, SECRET)
     base = get_config("tiny", root=str(standins))
@@ -629,6 +629,6 @@ def test_package_source_loads_nothing_unsafe():
                 if not (isinstance(value, ast.Constant) and value.value is True):
                     problems.append(f"{where}: use_safetensors not True")
     assert problems == []
-    assert "use_safetensors=True" in (PACKAGE / "model.py").read_text()
+    assert "use_safetensors=True" in (PACKAGE / "model" / "load.py").read_text()
     for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
         assert "trust_remote_code=True" not in nb.read_text(encoding="utf-8").replace(" ", ""), nb

@@ -236,7 +236,7 @@ def test_voila_browser_next_changes_question(voila_url, chromium, run_dir):
 
 
 def test_exported_html_in_browser(chromium, run_dir, tmp_path):
-    from tableqa_helpers.widgets import export_html, load_records
+    from tableqa_helpers.browse import export_html, load_records
 
     demo = _demo_module()
     questions = [s["question"] for s in demo.SAMPLES]

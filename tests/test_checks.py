@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from tableqa_helpers.checks import (DataCheckError, ImageMemo, _raw, check_dataset, clean_split,
-                                    plant_defects)
+from tableqa_helpers.data import DataCheckError, ImageMemo, check_dataset, clean_split, plant_defects
+from tableqa_helpers.data.checks import _raw
 from tableqa_helpers.config import DATA_PROBLEMS, get_config
 from tableqa_helpers.data import load_tableqa
 
@@ -76,7 +76,7 @@ def test_summary_table_lists_every_kind_with_counts_and_examples(planted_report)
 
 
 def test_cli_check_data_exit_codes(base_cfg, planted, processor, tmp_path, capsys, monkeypatch):
-    from tableqa_helpers import checks
+    from tableqa_helpers.data import checks
     from tableqa_helpers.cli import main
 
     real = checks.check_dataset

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from tableqa_helpers.collate import (IGNORE, GenerationCollator, SampleTooLongError, TrainCollator,
+from tableqa_helpers.data import (IGNORE, GenerationCollator, SampleTooLongError, TrainCollator,
                                      count_tokens)
 from tableqa_helpers.data import to_messages
 

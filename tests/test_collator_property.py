@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from tableqa_helpers.collate import IGNORE, GenerationCollator, TrainCollator, count_tokens
+from tableqa_helpers.data import IGNORE, GenerationCollator, TrainCollator, count_tokens
 from tableqa_helpers.config import get_config
 from tableqa_helpers.data import (MAX_ASPECT_RATIO, MIN_IMAGE_SIDE, DataError, control_tokens,
                                   escape_control_text)

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tableqa_helpers.collate import TrainCollator, count_tokens, visual_tokens
+from tableqa_helpers.data import TrainCollator, count_tokens
+from tableqa_helpers.data.collate import visual_tokens
 from tableqa_helpers.data import DataError, load_tableqa, to_messages, to_rgb, validate_columns
 
 from conftest import GALLERY
@@ -95,7 +96,7 @@ gallery = sorted(Path(GALLERY).glob("*.png")) if os.path.isdir(GALLERY) else []
 
 @pytest.mark.skipif(not gallery, reason="../shared/data/visual_tableqa_gallery is absent")
 def test_real_gallery_images_through_preprocessing():
-    from tableqa_helpers.standin import build_processor
+    from tableqa_helpers.offline import build_processor
 
     processor = build_processor()  # the real pixel budget: 256..2560 tokens of 28x28 px
     collate = TrainCollator(processor, "Answer from the table.")

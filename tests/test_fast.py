@@ -11,18 +11,20 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tableqa_helpers import fast
-from tableqa_helpers.collate import TrainCollator
+from tableqa_helpers.hardware import presets
+from tableqa_helpers.model import fast
+from tableqa_helpers.data import TrainCollator
 from tableqa_helpers.config import ConfigError, get_config
-from tableqa_helpers.train import (VisionCache, _inner, _NoLoraInputCast, enable_checkpointing,
-                                   fast_loss, forward_with_image_embeds)
+from tableqa_helpers.train import VisionCache, enable_checkpointing, fast_loss
+from tableqa_helpers.train.loss import _inner
+from tableqa_helpers.train.loss import _NoLoraInputCast, forward_with_image_embeds
 
 TOL = dict(rtol=1e-4, atol=1e-5)
 
 
 def _model(cfg, tier: str):
     from tableqa_helpers.model import load_model
-    from tableqa_helpers.tiers import apply_tier_a, apply_tier_b
+    from tableqa_helpers.train import apply_tier_a, apply_tier_b
 
     torch.manual_seed(0)
     model = load_model(cfg, trainable=True)
@@ -256,18 +258,18 @@ def test_vision_cache_memory_bound_and_disk_tier(tmp_path):
 
 
 def test_gpu_presets_keep_global_batch(tiny_cfg):
-    for name in fast.GPU_PRESETS:
+    for name in presets.GPU_PRESETS:
         for tier in "ab":
             tiny_cfg.gpu = name
-            p = fast.gpu_preset(tiny_cfg, tier)
+            p = presets.gpu_preset(tiny_cfg, tier)
             assert p["batch_size"] * p["grad_accum"] == 24, (name, tier)
-    assert fast.auto_preset(79.2) == "80gb" and fast.auto_preset(39.5) == "40gb"
+    assert presets.auto_preset(79.2) == "80gb" and presets.auto_preset(39.5) == "40gb"
     tiny_cfg.gpu = "manual"
-    p = fast.gpu_preset(tiny_cfg, "a")
+    p = presets.gpu_preset(tiny_cfg, "a")
     assert (p["batch_size"], p["grad_accum"]) == (tiny_cfg.batch_size, tiny_cfg.grad_accum)
     tiny_cfg.gpu = "nonsense"
     with pytest.raises(ConfigError):
-        fast.gpu_preset(tiny_cfg, "a")
+        presets.gpu_preset(tiny_cfg, "a")
     assert get_config("full").gpu == "auto"
 
 
@@ -311,19 +313,19 @@ def test_compiled_blocks_same_loss_and_grads(tiny_cfg, processor, dataset, tier,
 def test_compile_wanted_follows_config(tiny_cfg):
     for choice, want in (("on", True), ("off", False)):
         tiny_cfg.compile_blocks = choice
-        assert fast.compile_wanted(tiny_cfg) is want
+        assert presets.compile_wanted(tiny_cfg) is want
     tiny_cfg.compile_blocks = "auto"
     if not torch.cuda.is_available():
-        assert fast.compile_wanted(tiny_cfg) is False  # auto: never on a CPU
+        assert presets.compile_wanted(tiny_cfg) is False  # auto: never on a CPU
     # auto on a given card (a plan for another GPU): compute capability >= 8.0, unquantized
-    assert fast.compile_wanted(tiny_cfg, capability=(9, 0)) is True
-    assert fast.compile_wanted(tiny_cfg, capability=(8, 0)) is True
-    assert fast.compile_wanted(tiny_cfg, capability=(7, 5)) is False  # T4: no Triton fusion
-    assert fast.compile_wanted(tiny_cfg, (9, 0), quantize="4bit") is False
+    assert presets.compile_wanted(tiny_cfg, capability=(9, 0)) is True
+    assert presets.compile_wanted(tiny_cfg, capability=(8, 0)) is True
+    assert presets.compile_wanted(tiny_cfg, capability=(7, 5)) is False  # T4: no Triton fusion
+    assert presets.compile_wanted(tiny_cfg, (9, 0), quantize="4bit") is False
     tiny_cfg.quantize = "4bit"
-    assert fast.compile_wanted(tiny_cfg, capability=(9, 0)) is False  # bitsandbytes' 4-bit layers
+    assert presets.compile_wanted(tiny_cfg, capability=(9, 0)) is False  # bitsandbytes' 4-bit layers
     tiny_cfg.compile_blocks = "on"
-    assert fast.compile_wanted(tiny_cfg, capability=(7, 5)) is True  # "on" is the user's word
+    assert presets.compile_wanted(tiny_cfg, capability=(7, 5)) is True  # "on" is the user's word
     with pytest.raises(ConfigError, match="compile_blocks"):
         get_config("tiny", root=str(tiny_cfg.root), compile_blocks="yes")
 
@@ -333,7 +335,7 @@ def test_trainer_loss_runs_under_the_accelerators_autocast(tiny_cfg, processor, 
                                                            monkeypatch, bf16):
     """The Trainer's mixed precision reaches `fast_loss` (it replaces the autocast-wrapped
     forward, so it must open the accelerator's autocast itself)."""
-    from tableqa_helpers import train as train_mod
+    from tableqa_helpers.train import trainer as train_mod
 
     seen = []
     real = train_mod.fast_loss
@@ -355,7 +357,7 @@ def test_trainer_loss_runs_under_the_accelerators_autocast(tiny_cfg, processor, 
 def test_trainer_compiles_for_the_run_only(tiny_cfg, processor, dataset, monkeypatch):
     """With compile_blocks on, the blocks are compiled while `train()` runs and eager afterwards,
     also when training fails (generation and merging after it run the eager model)."""
-    from tableqa_helpers import train as train_mod
+    from tableqa_helpers.train import trainer as train_mod
 
     tiny_cfg.compile_blocks = "on"
     model = _model(tiny_cfg, "a")

@@ -8,20 +8,21 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from tableqa_helpers import gpucheck, hardware
+from tableqa_helpers import hardware
+from tableqa_helpers.hardware import estimate, gpucheck
 from tableqa_helpers.config import ConfigError, get_config
 from tableqa_helpers.hardware import CARDS, GIB, PIXEL_UNIT, Card, Settings, Shape
 
 
 @pytest.fixture(scope="module")
 def shape7b():
-    from tableqa_helpers.standin import qwen25vl_7b_config
+    from tableqa_helpers.offline import qwen25vl_7b_config
 
     return Shape.of(qwen25vl_7b_config())
 
 
 def tiny_config(**text):
-    from tableqa_helpers import standin
+    from tableqa_helpers.offline import standin
 
     shape = {"text": {**standin.TINY["text"], **text}, "vision": dict(standin.TINY["vision"])}
     ids = dict(bos_token_id=1, eos_token_id=2, pad_token_id=0, image_token_id=3,
@@ -50,7 +51,7 @@ def test_7b_lora_counts_match_the_plan_table(shape7b):
 
 
 def test_analytic_counts_equal_the_meta_model():
-    from tableqa_helpers.tiers import apply_tier_a, apply_tier_b, meta_model, trainable_by_component
+    from tableqa_helpers.train import apply_tier_a, apply_tier_b, meta_model, trainable_by_component
 
     config = tiny_config()
     shape = Shape.of(config)
@@ -70,7 +71,7 @@ def test_analytic_counts_equal_the_meta_model():
 def _saved_bytes(module, run) -> int:
     """Bytes of the distinct tensors autograd saves while `run()` executes (parameters excluded),
     counted the way the GPU measurement counts them."""
-    from tableqa_helpers.gpucheck import saved_tensor_bytes
+    from tableqa_helpers.hardware.gpucheck import saved_tensor_bytes
 
     return saved_tensor_bytes(module, run)[0]
 
@@ -80,7 +81,7 @@ def test_layer_activation_formula_matches_what_autograd_saves(tier, dropout):
     """One bf16 decoder layer (PEFT LoRA on its 7 projections for Tier A, none for Tier B; its
     input requires grad, as in the model) under bf16 autocast, as the Trainer runs it: the bytes
     autograd keeps per token are the (eager) formula's."""
-    from tableqa_helpers.train import _NoLoraInputCast
+    from tableqa_helpers.train.loss import _NoLoraInputCast
 
     from peft import LoraConfig, get_peft_model
     from transformers.models.qwen2_5_vl import modeling_qwen2_5_vl as q
@@ -127,7 +128,7 @@ def test_vision_block_formula_matches_what_autograd_saves():
     from peft import LoraConfig, get_peft_model
     from transformers.models.qwen2_5_vl import modeling_qwen2_5_vl as q
 
-    from tableqa_helpers.fast import use_grouped_vision_attention
+    from tableqa_helpers.model.fast import use_grouped_vision_attention
 
     config = tiny_config()
     vc = config.vision_config
@@ -159,7 +160,7 @@ def test_vision_block_formula_matches_what_autograd_saves():
 
 def test_checkpointing_keeps_block_inputs_plus_one_block(shape7b):
     base = Settings(tier="a", micro_batch=1, checkpointing=False, max_pixels=2560 * PIXEL_UNIT)
-    tokens = 2560 + hardware.PEAK_TEXT_TOKENS
+    tokens = 2560 + estimate.PEAK_TEXT_TOKENS
     layer = hardware.layer_bytes_per_token(shape7b, base)
     off = hardware.estimate_memory(shape7b, base)["activations_llm"]
     on = hardware.estimate_memory(shape7b, dataclasses.replace(base, checkpointing=True))
@@ -182,14 +183,14 @@ def test_time_scales_with_the_card_and_4bit(shape7b):
     h100, a100 = CARDS["h100"], CARDS["a100-80"]
     flops = hardware.flops_per_sample(shape7b, st)
     # forward + backward to the inputs of the linear layers alone: 4 x 6.5 B x tokens
-    tokens = 2560 * hardware.MEAN_IMAGE_FILL + hardware.MEAN_TEXT_TOKENS
+    tokens = 2560 * estimate.MEAN_IMAGE_FILL + estimate.MEAN_TEXT_TOKENS
     assert flops > 4 * shape7b.params()["llm_linear"] * tokens
     assert flops < 1.3 * 4 * shape7b.params()["llm_linear"] * tokens
     t = hardware.estimate_time(shape7b, st, h100, samples=100)
     assert t == pytest.approx(100 * flops / (h100.tflops * 1e12))
     assert hardware.estimate_time(shape7b, st, a100, 100) / t == pytest.approx(h100.tflops / a100.tflops)
     four = hardware.estimate_time(shape7b, dataclasses.replace(st, quantize="4bit"), h100, 100)
-    assert four == pytest.approx(t / hardware.QLORA_SPEED)
+    assert four == pytest.approx(t / estimate.QLORA_SPEED)
     ckpt = hardware.estimate_time(shape7b, dataclasses.replace(st, checkpointing=True), h100, 100)
     assert 1.3 < ckpt / t < 1.6  # one more forward of the language model
 

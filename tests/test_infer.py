@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 
-from tableqa_helpers.collate import GenerationCollator
+from tableqa_helpers.data import GenerationCollator
 from tableqa_helpers.data import load_tableqa
 from tableqa_helpers.infer import generate_batch, predict, stage_model
 

@@ -9,8 +9,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tableqa_helpers import jury as jury_mod
-from tableqa_helpers.jury import (Judge, JudgeError, Jury, call_judge, judge_file, load_judges, load_jury,
+from tableqa_helpers.evaluate import jury as jury_mod
+from tableqa_helpers.evaluate.jury import (Judge, JudgeError, Jury, call_judge, judge_file, load_judges, load_jury,
                                   parse_verdict)
 
 SECRET = "sk-planted-SECRET-4f1d9c"

@@ -1,7 +1,7 @@
 """End to end on the stand-in: Tier A memorises, the merge is exact, Tier B acts only via vision."""
 import torch
 
-from tableqa_helpers.collate import GenerationCollator, TrainCollator
+from tableqa_helpers.data import GenerationCollator, TrainCollator
 from tableqa_helpers.data import load_tableqa
 from tableqa_helpers.infer import generate_batch, stage_model
 from tableqa_helpers.merge import TOLERANCE, logits_difference
@@ -65,7 +65,7 @@ def test_adapter_and_merged_save_reload_identical(tiny_cfg, tmp_path, processor,
     from peft import PeftModel
 
     from tableqa_helpers.model import load_model
-    from tableqa_helpers.tiers import apply_tier_a
+    from tableqa_helpers.train import apply_tier_a
 
     torch.manual_seed(0)
     model = apply_tier_a(load_model(tiny_cfg, trainable=True), tiny_cfg)

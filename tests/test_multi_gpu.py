@@ -25,7 +25,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tableqa_helpers import resume
+from tableqa_helpers.train import resume
 from tableqa_helpers.config import get_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,8 +35,8 @@ SETTINGS = ["train_limit=16", "eval_limit=1", "tier_a.epochs=1", "batch_size=1",
 # Runs the CLI with the writes of interest recorded (rank, what, where) to $TRACE.
 TRACED_CLI = '''
 import os, sys
-import tableqa_helpers.resume as resume
-import tableqa_helpers.train as train
+import tableqa_helpers.train.resume as resume
+import tableqa_helpers.train.trainer as train
 
 def log(what, where):
     with open(os.environ["TRACE"], "a") as f:
@@ -155,7 +155,7 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 from tableqa_helpers.config import get_config
 from tableqa_helpers.model import load_model
-from tableqa_helpers.tiers import apply_tier_a
+from tableqa_helpers.train import apply_tier_a
 from tableqa_helpers.train import trainable_state_dict
 
 root, model_id, out = sys.argv[1:]

@@ -29,7 +29,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tableqa_helpers import resume
+from tableqa_helpers.train import resume
 from tableqa_helpers.config import get_config
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,7 +9,7 @@ import pytest
 import torch
 from accelerate.data_loader import BatchSamplerShard
 
-from tableqa_helpers.resume import BalancedShardSampler, train_sampler
+from tableqa_helpers.train.resume import BalancedShardSampler, train_sampler
 
 
 def _lengths(n=96, seed=0):
@@ -108,7 +108,7 @@ def test_a_resumed_epoch_gets_its_epoch_before_the_loader_runs():
     resumed mid-epoch, whose sampler the Trainer's own `set_epoch` does not reach)."""
     from types import SimpleNamespace
 
-    from tableqa_helpers.train import _SamplerEpoch
+    from tableqa_helpers.train.trainer import _SamplerEpoch
 
     sampler = BalancedShardSampler(_lengths(16), world=2, batch_size=1, grad_accum=2, seed=0)
     trainer = SimpleNamespace(order_sampler=sampler)

@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from tableqa_helpers.standin import CHAT_TEMPLATE, SPECIAL_TOKENS, qwen25vl_7b_config
-from tableqa_helpers.tiers import meta_model
+from tableqa_helpers.offline import CHAT_TEMPLATE, SPECIAL_TOKENS, qwen25vl_7b_config
+from tableqa_helpers.train import meta_model
 
 
 def _digest(folder):
@@ -29,7 +29,7 @@ def built(tmp_path_factory):
 
 
 def test_tiny_model_is_fast_and_deterministic(built, tmp_path):
-    from tableqa_helpers.standin import build_tiny_model
+    from tableqa_helpers.offline import build_tiny_model
 
     path, seconds = built
     assert seconds < 30, f"tiny-model took {seconds:.1f} s"

@@ -11,7 +11,7 @@ from PIL import Image
 
 datasets = pytest.importorskip("datasets")
 
-from tableqa_helpers import synth  # noqa: E402
+import tableqa_helpers.offline as synth  # noqa: E402
 
 SIZES = dict(train=100, validation=20, test=20)
 
@@ -135,13 +135,13 @@ def test_replaces_existing_folder_only_when_complete(tmp_path, monkeypatch):
             raise RuntimeError("boom")
         return real(rng, index, *args, **kwargs)
 
-    monkeypatch.setattr(synth, "make_sample", failing)
+    monkeypatch.setattr(synth.dataset, "make_sample", failing)  # what make_synthetic_dataset calls
     with pytest.raises(RuntimeError):
         synth.make_synthetic_dataset(out, 4, 1, 1)
     assert (out / "stale.txt").read_text() == "old"  # previous version intact
     assert [p.name for p in tmp_path.iterdir()] == ["ds"]  # temporary folder removed
 
-    monkeypatch.setattr(synth, "make_sample", real)
+    monkeypatch.setattr(synth.dataset, "make_sample", real)
     synth.make_synthetic_dataset(out, 2, 1, 1)
     assert not (out / "stale.txt").exists() and (out / "README.md").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["ds"]

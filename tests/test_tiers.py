@@ -4,8 +4,8 @@ import re
 import pytest
 
 from tableqa_helpers.config import get_config
-from tableqa_helpers.tiers import (apply_tier_a, apply_tier_b, lora_modules, plan,
-                                   trainable_by_component, vision_block_indices)
+from tableqa_helpers.train import apply_tier_a, apply_tier_b, lora_modules, plan, trainable_by_component
+from tableqa_helpers.train.tiers import vision_block_indices
 
 
 def test_7b_counts_on_the_meta_device():
@@ -24,8 +24,8 @@ def test_7b_counts_on_the_meta_device():
 
 
 def test_plan_allocates_nothing():
-    from tableqa_helpers.tiers import meta_model
-    from tableqa_helpers.standin import qwen25vl_7b_config
+    from tableqa_helpers.train import meta_model
+    from tableqa_helpers.offline import qwen25vl_7b_config
 
     model = meta_model(qwen25vl_7b_config())
     assert all(p.device.type == "meta" for p in model.parameters())

@@ -13,8 +13,8 @@ import types
 import pytest
 from PIL import Image
 
-from tableqa_helpers import widgets as tw
-from tableqa_helpers.widgets import PredictionBrowser, export_html, highlight_diff, load_records
+from tableqa_helpers.browse import records as tw
+from tableqa_helpers.browse import PredictionBrowser, export_html, highlight_diff, load_records
 
 # index -> (question, reference, final answer, type, {stage: (prediction, correct)})
 SAMPLES = {

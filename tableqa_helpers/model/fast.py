@@ -1,4 +1,4 @@
-"""Speed-ups that keep the math: grouped window attention, SDPA kernels, GPU presets.
+"""Speed-ups that keep the math: grouped window attention, SDPA kernels, compiled blocks.
 
 Grouped window attention
 ------------------------
@@ -42,13 +42,7 @@ step. The first steps pay the compilation (up to about 45 s on an H100). The tra
 (`compile_wanted`) and removes it afterwards, also after an error; `uncompile_blocks(model)`
 undoes it.
 
-GPU presets
------------
-`gpu_preset(cfg)` picks micro-batch, accumulation, gradient checkpointing and generation batch
-for the card (``cfg.gpu``: "auto" reads the card's memory), keeping the global batch
-``batch_size * grad_accum`` at 24 as in the tutorial. Figures behind the presets: bench/RESULTS.md.
-`use_expandable_segments()` sets PyTorch's CUDA allocator to expandable segments (unless the user
-configured the allocator), since activation sizes change with every sample.
+GPU presets and the compile rule (`compile_wanted`) live in `hardware.presets`.
 """
 from __future__ import annotations
 
@@ -191,28 +185,6 @@ def grouped_vision_attention_active(model) -> bool:
 
 
 # ---- compiled blocks ------------------------------------------------------------------------
-def compile_supported(capability: tuple[int, int], quantize: str) -> bool:
-    """What ``compile_blocks="auto"`` needs: torch >= 2.5 (before it, dynamo compiles each module
-    instance separately), a GPU of compute capability >= 8.0 (Triton's fused kernels) and
-    unquantized weights (bitsandbytes' 4-bit layers break the graph)."""
-    recent = tuple(int(x) for x in torch.__version__.split("+")[0].split(".")[:2]) >= (2, 5)
-    return recent and tuple(capability) >= (8, 0) and quantize == "none"
-
-
-def compile_wanted(cfg, capability: tuple[int, int] | None = None,
-                   quantize: str | None = None) -> bool:
-    """Whether training compiles the blocks: ``cfg.compile_blocks`` "on", "off", or "auto"
-    (`compile_supported` on this machine's GPU, or on a card of `capability` for a plan made
-    for another card; `quantize` defaults to ``cfg.quantize``)."""
-    if cfg.compile_blocks != "auto":
-        return cfg.compile_blocks == "on"
-    if capability is None:
-        if not torch.cuda.is_available():
-            return False
-        capability = torch.cuda.get_device_capability()
-    return compile_supported(capability, cfg.quantize if quantize is None else quantize)
-
-
 def _block_modules(model) -> list:
     net = model.get_base_model() if hasattr(model, "get_base_model") else model
     mods = list(net.model.language_model.layers)
@@ -250,82 +222,3 @@ def uncompile_blocks(model) -> int:
     for m in mods:
         m._compiled_call_impl = None
     return len(mods)
-
-
-# ---- GPU presets ----------------------------------------------------------------------------
-# Chosen from bench/RESULTS.md (H100 80GB, 7B shape, ~2,700 tokens/sample). Global batch 24.
-# 80gb: micro-batch 1 without checkpointing peaks at 35 GiB (Tier A) / 34 GiB (Tier B) with
-# compiled blocks (45 / 42 before them); a micro-batch of 2 was no faster then and peaked at 75
-# GiB (not re-measured since). 40gb: checkpointing every 2nd block, 27 / 27 GiB. 24gb: every
-# block (17.6 GiB measured under a 22 GiB cap, docs/gpus.md; speed not measured).
-# `train_a`/`train_b`: (micro-batch, grad_accum, checkpointing) per tier; checkpointing is False,
-# True (every decoder/vision block) or n (every n-th block: `train.enable_checkpointing`).
-GPU_PRESETS = {
-    "80gb": dict(train_a=(1, 24, False), train_b=(1, 24, False), gen_batch_size=32,
-                 eval_batch_size=2),
-    "40gb": dict(train_a=(1, 24, 2), train_b=(1, 24, 2), gen_batch_size=8,
-                 eval_batch_size=1),
-    "24gb": dict(train_a=(1, 24, True), train_b=(1, 24, True), gen_batch_size=2,
-                 eval_batch_size=1),
-    "tutorial": dict(train_a=(3, 8, True), train_b=(3, 8, True), gen_batch_size=8,
-                     eval_batch_size=4),
-}
-GPU_CHOICES = ("auto", "manual", *GPU_PRESETS)  # documentation; gpu_preset reads GPU_PRESETS
-
-
-def use_expandable_segments() -> bool:
-    """Let PyTorch's CUDA allocator grow segments instead of caching odd-sized blocks.
-
-    Every sample has its own length, so activations change size at each micro-batch; with fixed
-    segments the cache fragments (64 GiB reserved for 45 GiB in use at the 7B shape). Applied
-    only when ``PYTORCH_CUDA_ALLOC_CONF`` (or ``PYTORCH_ALLOC_CONF``) is not set, so a user's
-    own setting wins. Process-wide; returns whether it was applied.
-    """
-    import os
-
-    if not torch.cuda.is_available() or os.environ.get("PYTORCH_CUDA_ALLOC_CONF") \
-            or os.environ.get("PYTORCH_ALLOC_CONF"):
-        return False
-    try:
-        torch.cuda.memory._set_allocator_settings("expandable_segments:True")
-    except Exception:  # an older or different allocator: keep the default
-        return False
-    return True
-
-
-def auto_preset(total_gib: float | None = None) -> str | None:
-    """The preset for a card of `total_gib` GiB (default: the current CUDA device); None on CPU."""
-    if total_gib is None:
-        if not torch.cuda.is_available():
-            return None
-        total_gib = torch.cuda.get_device_properties(0).total_memory / 2 ** 30
-    if total_gib >= 70:
-        return "80gb"
-    if total_gib >= 36:
-        return "40gb"
-    return "24gb"
-
-
-def gpu_preset(cfg, tier: str = "a", total_gib: float | None = None) -> dict:
-    """Batch settings for `tier` on this card, from ``cfg.gpu``.
-
-    "manual": the config's own batch_size / grad_accum / gradient_checkpointing / batch sizes.
-    "auto": a preset chosen by the card's memory ("manual" on a CPU). A preset name: that preset.
-    Returns a dict with batch_size, grad_accum, gradient_checkpointing, eval_batch_size,
-    gen_batch_size and the preset's name.
-    """
-    from .config import ConfigError
-
-    choice = getattr(cfg, "gpu", "manual") or "manual"
-    if choice not in ("auto", "manual") and choice not in GPU_PRESETS:
-        raise ConfigError(f"gpu must be one of auto, manual, {', '.join(GPU_PRESETS)}, "
-                          f"got {choice!r}")
-    name = auto_preset(total_gib) if choice == "auto" else choice
-    if name in (None, "manual"):
-        return dict(preset="manual", batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
-                    gradient_checkpointing=cfg.gradient_checkpointing,
-                    eval_batch_size=cfg.eval_batch_size, gen_batch_size=cfg.gen_batch_size)
-    p = GPU_PRESETS[name]
-    bs, ga, ckpt = p["train_a" if tier == "a" else "train_b"]
-    return dict(preset=name, batch_size=bs, grad_accum=ga, gradient_checkpointing=ckpt,
-                eval_batch_size=p["eval_batch_size"], gen_batch_size=p["gen_batch_size"])

@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from .data import DataError, control_tokens, escape_control_text, to_messages, to_rgb
+from .load import DataError, control_tokens, escape_control_text, to_messages, to_rgb
 
 IGNORE = -100
 

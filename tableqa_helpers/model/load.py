@@ -1,13 +1,13 @@
 """Loading the model and processor the same way for the real checkpoint and the stand-in."""
 from __future__ import annotations
 
-import functools
 import os
 from pathlib import Path
 
 import torch
 
-from .config import Config
+from ..config import Config
+from ..hardware.cards import flash_attn_usable
 
 
 def device() -> torch.device:
@@ -27,18 +27,6 @@ def torch_dtype(cfg: Config) -> torch.dtype:
     return want
 
 
-@functools.lru_cache(maxsize=None)
-def flash_attn_usable() -> bool:
-    """True when flash-attn imports and the GPU is Ampere or newer."""
-    if not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] < 8:
-        return False
-    try:
-        import flash_attn  # noqa: F401
-    except Exception:
-        return False
-    return True
-
-
 def attention_backend(cfg: Config) -> str:
     """The attention implementation to use: the config's, or flash-attn if usable, else SDPA."""
     if cfg.attn_implementation != "auto":
@@ -53,7 +41,7 @@ def speed_up(model, cfg: Config, backend: str | None = None):
     windowed attention runs one SDPA call per window length instead of one per window
     (`fast.use_grouped_vision_attention`; installed on this model instance only).
     """
-    from .config import ConfigError
+    from ..config import ConfigError
     from .fast import use_grouped_vision_attention
 
     if cfg.vision_attention not in ("grouped", "stock"):
@@ -79,14 +67,14 @@ def load_model(cfg: Config, path: str | Path | None = None, adapter: str | Path 
 
     With `adapter`, a saved PEFT adapter is attached (frozen unless `trainable`). With
     ``cfg.quantize == "4bit"`` the language model's linear weights load in 4 bits (QLoRA;
-    `hardware.bnb_config`: bitsandbytes is imported only then).
+    `quantize.bnb_config`: bitsandbytes is imported only then).
     """
     from transformers import Qwen2_5_VLForConditionalGeneration
 
     backend = attention_backend(cfg)
     quantized = {}
     if cfg.quantize == "4bit":
-        from .hardware import bnb_config
+        from .quantize import bnb_config
         quantized = {"quantization_config": bnb_config(cfg)}
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
         str(path or cfg.model_id), dtype=torch_dtype(cfg),

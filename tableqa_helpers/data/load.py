@@ -1,4 +1,4 @@
-"""Data layer: load Visual-TableQA (hub id or local folder), validate it, turn rows into chats."""
+"""Load Visual-TableQA (hub id, or a local folder: `user`), validate it, turn rows into chats."""
 from __future__ import annotations
 
 import io
@@ -42,7 +42,7 @@ class ImageError(DataError):
 
 
 def load_tableqa(dataset_id: str, split: str | None = None, limit: int | None = None):
-    """Load the dataset by hub id or local folder with `datasets.load_dataset` and validate it.
+    """Load the dataset by hub id, or a local folder or file (`user.load_local`), and validate it.
 
     Returns a DatasetDict (or one split's Dataset when `split` is given), cut to `limit` rows.
     """
@@ -52,9 +52,9 @@ def load_tableqa(dataset_id: str, split: str | None = None, limit: int | None = 
     if (path.is_absolute() or str(dataset_id).startswith(".")) and not path.exists():
         raise DataError(f"no dataset at {dataset_id}: the folder does not exist (for the "
                         f"stand-in, run `python -m tableqa_helpers prepare`)")
-    if path.exists() and path.is_dir() and (path / "dataset_dict.json").exists():
-        from datasets import load_from_disk
-        ds = load_from_disk(str(path))
+    if path.exists():  # the synthetic folder or your own data (`user`: image folder, parquet...)
+        from .user import load_local
+        ds = load_local(path)
     else:
         ds = load_dataset(str(dataset_id))
     splits = [split] if split else list(ds.keys())

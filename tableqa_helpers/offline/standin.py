@@ -72,7 +72,7 @@ TINY = dict(
 
 def _corpus(n: int = 6000, seed: int = 0) -> list[str]:
     """Sentences like the questions and answers of Visual-TableQA (synthetic and real)."""
-    from .synth import corpus_sentences
+    from .dataset import corpus_sentences
     rng = random.Random(seed)
     digits = [str(rng.randint(0, 99999)) for _ in range(500)]
     extra = ["The final answer is " + d + "." for d in digits]
@@ -148,7 +148,7 @@ def build_tiny_model(out_dir: str | Path, seed: int = 0) -> Path:
     import torch
     from transformers import Qwen2_5_VLForConditionalGeneration
 
-    from .io import atomic_dir
+    from ..io import atomic_dir
 
     processor = build_processor()
     tok = processor.tokenizer
@@ -164,7 +164,7 @@ def build_tiny_model(out_dir: str | Path, seed: int = 0) -> Path:
 
 def ensure_standins(cfg) -> dict[str, str]:
     """Build the tiny model and synthetic dataset a stand-in profile needs, if not there yet."""
-    from .synth import make_synthetic_dataset
+    from .dataset import make_synthetic_dataset
 
     made = {}
     if not cfg.use_standins:
@@ -172,7 +172,8 @@ def ensure_standins(cfg) -> dict[str, str]:
     if not (Path(cfg.model_id) / "config.json").exists():
         build_tiny_model(cfg.model_id, seed=0)
         made["model"] = cfg.model_id
-    if not (Path(cfg.dataset_id) / "data").exists():
+    ours = Path(cfg.dataset_id).resolve().is_relative_to(Path(cfg.standin_dir).resolve())
+    if ours and not (Path(cfg.dataset_id) / "data").exists():  # never over your own data
         train, validation, test = cfg.synth_sizes
         make_synthetic_dataset(cfg.dataset_id, train=train, validation=validation, test=test,
                                seed=0)

@@ -16,7 +16,8 @@ from collections import OrderedDict
 
 import torch
 
-from .config import Config, ConfigError, TierConfig
+from ..config import Config, ConfigError, TierConfig
+from ..hardware.estimate import model_config  # noqa: F401  (the plan reads it too)
 
 # The tutorial's Tier A target list, kept to show what it really hits.
 SEED_TARGETS = ["q_proj", "v_proj", "k_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
@@ -116,21 +117,6 @@ def lora_modules(model) -> list[str]:
 
 
 # ---- plan: counts from the config alone, on the meta device ---------------------------------
-def model_config(cfg: Config):
-    """The model's config: a local folder or the hub cache; for the 7B, its public values."""
-    from transformers import AutoConfig
-
-    from .config import HUB_MODEL
-    from .standin import qwen25vl_7b_config
-
-    try:
-        return AutoConfig.from_pretrained(cfg.model_id, local_files_only=True)
-    except Exception:
-        if cfg.model_id == HUB_MODEL:
-            return qwen25vl_7b_config()  # no download needed: the values are public
-        return AutoConfig.from_pretrained(cfg.model_id)
-
-
 def meta_model(config):
     """Instantiate the model on the meta device: shapes only, nothing allocated or downloaded."""
     from transformers import Qwen2_5_VLForConditionalGeneration

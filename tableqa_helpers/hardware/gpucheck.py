@@ -17,8 +17,8 @@ import dataclasses
 import math
 import statistics
 
-from .hardware import (GIB, QLORA_SPEED, Settings, Shape, detect, estimate_memory,
-                       flops_per_sample, settings_of)
+from .cards import GIB, detect
+from .estimate import QLORA_SPEED, Settings, Shape, estimate_memory, flops_per_sample, settings_of
 
 
 def main(argv=None) -> None:
@@ -48,7 +48,7 @@ def main(argv=None) -> None:
     if args.command == "compare":
         print(json.dumps(compare_runs(args.one, args.other, args.tier), indent=2))
         return
-    from .config import parse_sets
+    from ..config import parse_sets
 
     overrides = parse_sets(args.set)
     record = measure(args.model, args.tier, overrides, shape=args.shape, cap_gib=args.cap_gib,
@@ -91,7 +91,7 @@ def random_checkpoint(folder, shape: str = "7b") -> str:
     import torch
     from transformers import Qwen2_5_VLForConditionalGeneration
 
-    from . import standin
+    from ..offline import standin
 
     folder = Path(folder)
     if (folder / "config.json").exists():
@@ -139,9 +139,9 @@ def saved_activation_bytes(model, processor, cfg, row) -> int:
     activation part of the estimate, measured; parameters excluded); gradients are discarded."""
     import torch
 
-    from .collate import TrainCollator
-    from .model import device, torch_dtype
-    from .train import fast_loss
+    from ..data.collate import TrainCollator
+    from ..model.load import device, torch_dtype
+    from ..train.loss import fast_loss
 
     batch = TrainCollator(processor, cfg.system_prompt, cfg.max_length)([row])
     batch = {k: v.to(device()) if hasattr(v, "to") else v for k, v in batch.items()}
@@ -171,13 +171,13 @@ def measure(model_dir, tier: str = "a", overrides: dict | None = None, shape: st
     from datasets import Dataset
     from PIL import Image
 
-    from .collate import count_tokens
-    from .config import get_config
-    from .fast import gpu_preset
-    from .model import load_model, load_processor
-    from .tiers import apply_tier_a, apply_tier_b
-    from .checks import clean_split
-    from .train import make_trainer
+    from ..data.collate import count_tokens
+    from ..config import get_config
+    from .presets import gpu_preset
+    from ..model.load import load_model, load_processor
+    from ..train.tiers import apply_tier_a, apply_tier_b
+    from ..data.checks import clean_split
+    from ..train.trainer import make_trainer
 
     random_checkpoint(model_dir, shape)
     cuda = torch.cuda.is_available()

@@ -39,7 +39,7 @@ import torch
 from transformers import TrainerCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from .io import _fsync_dir, atomic_write_json
+from ..io import _fsync_dir, atomic_write_json
 
 log = logging.getLogger(__name__)
 
