@@ -11,20 +11,27 @@ if ls .whl/*.whl >/dev/null 2>&1 && ! $PY -c "import trl, datasets, qwen_vl_util
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 
-# A training process still running 15 s before its time limit gets SIGABRT first, so that Python's
-# fault handler prints where every process of it stands (a hang shows up in the log), after a
-# py-spy dump of each where py-spy is installed (clearer: one process at a time).
-TRAINING="^[^ ]*python[^ ]* .*tableqa_helpers(\.hardware)? (train|measure)"  # pgrep pattern
+# A command still running 15 s before its time limit gets SIGABRT first, so that Python's fault
+# handler prints where every process of it stands (a hang shows up in the log), after a py-spy
+# dump of each where py-spy is installed (clearer: one process at a time). Only the processes this
+# call started are signalled: the command and its descendants (accelerate's workers, data loader
+# workers), found from its PID, never by a name pattern (other runs on the machine are left alone).
 ulimit -c 0  # no core files from that SIGABRT
+descendants() {  # descendants PID: the PIDs of every process below PID
+  local c
+  for c in $(pgrep -P "$1"); do echo "$c"; descendants "$c"; done
+}
 limited() {  # limited SECONDS command...: `timeout`, with stack dumps before the kill (exit 134)
   local t=$1; shift
+  PYTHONFAULTHANDLER=1 timeout "$t" "$@" & local run=$!
   ( sleep $(( t > 30 ? t - 15 : t / 2 )) & s=$!; trap 'kill $s; exit' TERM; wait $s
+    pids=$(descendants $run)  # what `timeout` started (not timeout itself: it would just exit)
     spy=$(command -v py-spy || ls /tmp/site/bin/py-spy 2>/dev/null)  # .whl/ may carry py-spy
-    [ -n "$spy" ] && for p in $(pgrep -f "$TRAINING"); do  # loader workers included; at once
+    [ -n "$spy" ] && for p in $pids; do  # loader workers included; at once
       ( timeout 3 $spy dump --pid $p > "/tmp/py-spy.$p" 2>&1; echo "=== py-spy $p"; cat "/tmp/py-spy.$p"
         rm -f "/tmp/py-spy.$p" ) & done; wait
-    pkill -ABRT -f "$TRAINING" ) & local dog=$!
-  PYTHONFAULTHANDLER=1 timeout "$t" "$@"; local rc=$?
+    [ -n "$pids" ] && kill -ABRT $pids 2>/dev/null ) & local dog=$!
+  wait $run; local rc=$?
   kill $dog 2>/dev/null; return $rc
 }
 

@@ -30,3 +30,22 @@ def test_bench_runs_at_the_tiny_shape(tmp_path):
     assert "ours Tier A default" in summary and "ours batched" in summary
     left = [p.name for p in scratch.iterdir() if not p.name.startswith("torchinductor_")]
     assert not left, left  # (torch's compile cache is meant to stay: later runs reuse it)
+
+
+def test_limited_signals_only_what_it_started(tmp_path):
+    """bench/env.sh's `limited`: its command gets SIGABRT (stack dump) before the time limit; a
+    look-alike training process that `limited` did not start keeps running."""
+    decoy = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)",
+                              "-m", "tableqa_helpers", "train"])  # a command line like a run's
+    try:
+        script = (f"source bench/env.sh; limited 4 {sys.executable} -c "
+                  f"'import time; time.sleep(30)' -m tableqa_helpers train; echo rc=$?")
+        run = subprocess.run(["bash", "-c", script], cwd=ROOT, capture_output=True, text=True,
+                             timeout=60, env={**os.environ, "OUT": str(tmp_path / "out"),
+                                              "PY": sys.executable})
+        assert "rc=134" in run.stdout, run.stdout + run.stderr  # aborted at t/2, not at t
+        assert "Fatal Python error: Aborted" in run.stderr  # the fault handler's stack dump
+        assert decoy.poll() is None  # not ours: untouched
+    finally:
+        decoy.kill()
+        decoy.wait()
