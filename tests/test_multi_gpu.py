@@ -156,7 +156,7 @@ from torch.distributed.fsdp import fully_shard
 from tableqa_helpers.config import get_config
 from tableqa_helpers.model import load_model
 from tableqa_helpers.train import apply_tier_a
-from tableqa_helpers.train import trainable_state_dict
+from tableqa_helpers.train import load_trainable_state_dict, trainable_state_dict
 
 root, model_id, out = sys.argv[1:]
 dist.init_process_group("gloo")
@@ -184,14 +184,25 @@ if dist.get_rank() == 0:
 else:
     assert state == {}
 dist.barrier()
+# resuming: the saved adapter read back into the shards (here zeroed first) gives the same weights
+for p in model.parameters():
+    if p.requires_grad:
+        p.data.zero_()
+assert load_trainable_state_dict(model, out + "/sharded") == len(trainable)
+again = trainable_state_dict(model)
+if dist.get_rank() == 0:
+    assert sorted(again) == trainable and all(torch.equal(again[k], state[k]) for k in state)
+dist.barrier()
 dist.destroy_process_group()
 '''
 
 
 def test_fsdp2_adapter_save_gathers_only_the_trainable_weights(standins, tmp_path):
     """`trainable_state_dict`, which `TableQATrainer.save_model` saves the adapter from under
-    FSDP2: the same file as an unsharded save, without gathering the frozen model. (The
-    `save_model` branch itself needs accelerate's FSDP, which runs on GPUs only.)"""
+    FSDP2: the same file as an unsharded save, without gathering the frozen model; and
+    `load_trainable_state_dict`, which resumes from it, puts the same weights back into the
+    shards. (The Trainer's FSDP branch itself needs accelerate's FSDP, which runs on GPUs only:
+    see the next test.)"""
     script = tmp_path / "fsdp_save.py"
     script.write_text(FSDP_SAVE)
     base = get_config("tiny", root=str(standins))
@@ -203,3 +214,37 @@ def test_fsdp2_adapter_save_gathers_only_the_trainable_weights(standins, tmp_pat
     assert whole.keys() == sharded.keys() and len(whole) > 0
     for name in whole:
         assert torch.equal(whole[name], sharded[name]), name
+
+
+def test_fsdp2_checkpoint_holds_the_adapter_once_and_resumes_from_it(tiny_cfg, processor, dataset,
+                                                                     monkeypatch):
+    """The FSDP2 branch of `TableQATrainer` (forced on, on one CPU process; accelerate's
+    optimizer save recorded): a checkpoint has adapter_model.safetensors and no second copy of
+    the model (pytorch_model_fsdp.bin), and loading it restores the adapter."""
+    import accelerate.utils
+
+    from tableqa_helpers.model import load_model
+    from tableqa_helpers.train import apply_tier_a, make_trainer
+    from tableqa_helpers.train import trainer as trainer_mod
+
+    monkeypatch.setattr(trainer_mod, "fsdp2_full_state", lambda accelerator: True)
+    saved_optimizer = []
+    monkeypatch.setattr(accelerate.utils, "save_fsdp_optimizer",
+                        lambda plugin, acc, opt, model, out: saved_optimizer.append(out))
+    model = apply_tier_a(load_model(tiny_cfg, trainable=True), tiny_cfg)
+    trainer = make_trainer(model, processor, tiny_cfg, "a", dataset["train"].select(range(2)), None,
+                           output_dir=tiny_cfg.run_dir / "ckpt", max_steps=1, save_steps=1,
+                           per_device_train_batch_size=2, gradient_accumulation_steps=1,
+                           disable_tqdm=True)
+    trainer.train()
+    ckpt = tiny_cfg.run_dir / "ckpt" / "checkpoint-1"
+    files = {p.name for p in ckpt.iterdir()}
+    assert "adapter_model.safetensors" in files and "scheduler.pt" in files
+    assert not files & {"pytorch_model_fsdp.bin", "model.safetensors", "pytorch_model.bin"}, files
+    assert saved_optimizer == [str(ckpt)]
+    trained = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    for p in model.parameters():
+        if p.requires_grad:
+            p.data.zero_()
+    trainer._load_from_checkpoint(str(ckpt))
+    assert all(torch.equal(p, trained[n]) for n, p in model.named_parameters() if p.requires_grad)

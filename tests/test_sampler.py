@@ -104,15 +104,15 @@ def test_train_sampler_falls_back_on_gaps_and_streams():
 
 
 def test_a_resumed_epoch_gets_its_epoch_before_the_loader_runs():
-    """`train._SamplerEpoch` sets the sampler's epoch from the restored ``state.epoch`` (a run
+    """`resume.SamplerEpoch` sets the sampler's epoch from the restored ``state.epoch`` (a run
     resumed mid-epoch, whose sampler the Trainer's own `set_epoch` does not reach)."""
     from types import SimpleNamespace
 
-    from tableqa_helpers.train.trainer import _SamplerEpoch
+    from tableqa_helpers.train.resume import SamplerEpoch
 
     sampler = BalancedShardSampler(_lengths(16), world=2, batch_size=1, grad_accum=2, seed=0)
     trainer = SimpleNamespace(order_sampler=sampler)
-    callback = _SamplerEpoch(trainer)
+    callback = SamplerEpoch(trainer)
     for restored, epoch in ((0.0, 0), (1.5, 1), (0.9999999999, 1), (2.0, 2)):
         callback.on_epoch_begin(None, SimpleNamespace(epoch=restored), None)
         assert sampler.epoch == epoch

@@ -2,8 +2,7 @@
 
 `fast_loss` runs the language-model head on labelled positions only, the frozen vision tower
 under `no_grad` with its output kept in a `VisionCache`, and PEFT's float32 round trip of LoRA
-inputs skipped under autocast (`_NoLoraInputCast`). `trainable_state_dict` gathers the adapter
-weights from FSDP2 shards.
+inputs skipped under autocast (`_NoLoraInputCast`).
 """
 from __future__ import annotations
 
@@ -291,13 +290,3 @@ def _cached_groups(visual, pixel_values, grid, keys, cache):
             found[i] = t
             cache.put(keys[i], t.detach().to("cpu", copy=True))
     return found
-
-
-def trainable_state_dict(model) -> dict:
-    """Whole copies of the trainable (adapter) weights on rank 0's CPU, gathered from FSDP2
-    shards one by one; frozen weights are never gathered. Other ranks get an empty dict.
-    Collective: every process calls it."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-    options = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)
-    return get_model_state_dict(model, options=options)

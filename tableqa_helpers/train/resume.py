@@ -289,3 +289,22 @@ class CompleteCheckpoints(TrainerCallback):
                           state.global_step)
         _barrier()
         return control
+
+
+def SamplerEpoch(trainer):
+    """A callback that tells the training sampler its epoch when each epoch begins.
+
+    The Trainer and accelerate call `set_epoch` themselves, but when a run of several processes
+    resumes in the middle of an epoch, the sampler sits below both `skip_first_batches` and
+    accelerate's `BatchSamplerShard`, where neither call reaches: the resumed epoch would
+    replay epoch 0's order. ``state.epoch`` (restored from the checkpoint, e.g. 1.5)
+    gives the epoch before the loader is iterated.
+    """
+    from transformers import TrainerCallback
+
+    class SamplerEpoch(TrainerCallback):
+        def on_epoch_begin(self, args, state, control, **kwargs):
+            if trainer.order_sampler is not None:
+                trainer.order_sampler.set_epoch(int(state.epoch + 1e-6))
+
+    return SamplerEpoch()

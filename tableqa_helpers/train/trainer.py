@@ -49,8 +49,9 @@ from ..data.collate import TrainCollator
 from ..config import Config, ConfigError
 from ..data.load import DataError, load_tableqa
 from ..io import atomic_dir, atomic_write_json
+from .fsdp import fsdp2_full_state, load_trainable_state_dict, trainable_state_dict
 from .loss import (VisionCache, _inner, _recompute_like_forward, fast_loss, model_fingerprint,
-                   trainable_state_dict, vision_frozen)
+                   vision_frozen)
 
 
 def _trainer_class():
@@ -61,7 +62,7 @@ def _trainer_class():
 
         vision_cache: VisionCache | None = None
         compile_blocks: bool = False  # fast.compile_blocks for the length of `train()`
-        order_sampler = None  # the training sampler, if it has `set_epoch` (see _SamplerEpoch)
+        order_sampler = None  # the training sampler, if it has `set_epoch` (see resume.SamplerEpoch)
 
         def train(self, *args, **kwargs):
             # compiled for the run only: generation and merging afterwards (also after an error
@@ -100,15 +101,38 @@ def _trainer_class():
             return (loss, (loss,)) if return_outputs else loss
 
         def save_model(self, output_dir=None, _internal_call=False):
-            # FSDP2 with full state dicts: the Trainer gathers the whole model onto rank 0's CPU
-            # for each save, frozen base included (~15 GB at the 7B shape), to keep the adapter
-            plugin = getattr(self.accelerator.state, "fsdp_plugin", None)
-            if getattr(self.accelerator, "is_fsdp2", False) and \
-                    "FULL_STATE_DICT" in str(getattr(plugin, "state_dict_type", "")):
+            # FSDP2 with full state dicts: the Trainer would gather the whole model onto rank 0's
+            # CPU for each save, frozen base included (~15 GB at the 7B shape), to keep the adapter
+            if fsdp2_full_state(self.accelerator):
                 self._save(output_dir or self.args.output_dir,
                            state_dict=trainable_state_dict(self.model))
                 return
             super().save_model(output_dir, _internal_call)
+
+        def _save_optimizer_and_scheduler(self, output_dir):
+            # FSDP2: the Trainer would also write the model as pytorch_model_fsdp.bin, a second
+            # copy of what save_model just wrote; keep the optimizer and scheduler states only
+            if not fsdp2_full_state(self.accelerator):
+                return super()._save_optimizer_and_scheduler(output_dir)
+            from accelerate.utils import save_fsdp_optimizer
+            from transformers.trainer import SCHEDULER_NAME
+
+            save_fsdp_optimizer(getattr(self.accelerator.state, "fsdp_plugin", None),
+                                self.accelerator, self.optimizer, self.model, output_dir)
+            if self.args.should_save:
+                torch.save(self.lr_scheduler.state_dict(), os.path.join(output_dir, SCHEDULER_NAME))
+
+        def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+            # FSDP2: the adapter of a checkpoint is its adapter_model.safetensors (see above)
+            if not fsdp2_full_state(self.accelerator):
+                return super()._load_from_checkpoint(resume_from_checkpoint, model)
+            load_trainable_state_dict(model if model is not None else self.model,
+                                      resume_from_checkpoint)
+
+        def _load_best_model(self):
+            if not fsdp2_full_state(self.accelerator):
+                return super()._load_best_model()
+            load_trainable_state_dict(self.model, self.state.best_model_checkpoint)
 
         def get_batch_samples(self, *args, **kwargs):
             # the Trainer takes a whole step's micro-batches here: time spent waiting for data.
@@ -148,25 +172,6 @@ def _trainer_class():
             return sampler
 
     return TableQATrainer
-
-
-def _SamplerEpoch(trainer):
-    """A callback that tells the training sampler its epoch when each epoch begins.
-
-    The Trainer and accelerate call `set_epoch` themselves, but when a run of several processes
-    resumes in the middle of an epoch, the sampler sits below both `skip_first_batches` and
-    accelerate's `BatchSamplerShard`, where neither call reaches: the resumed epoch would
-    replay epoch 0's order. ``state.epoch`` (restored from the checkpoint, e.g. 1.5)
-    gives the epoch before the loader is iterated.
-    """
-    from transformers import TrainerCallback
-
-    class SamplerEpoch(TrainerCallback):
-        def on_epoch_begin(self, args, state, control, **kwargs):
-            if trainer.order_sampler is not None:
-                trainer.order_sampler.set_epoch(int(state.epoch + 1e-6))
-
-    return SamplerEpoch()
 
 
 def enable_checkpointing(model, enable: bool | int = True) -> None:
@@ -233,7 +238,7 @@ def make_trainer(model, processor, cfg: Config, tier: str, train_ds, eval_ds=Non
 
     from ..hardware.presets import compile_wanted, gpu_preset, use_expandable_segments
     from ..model.fast import uncompile_blocks
-    from .resume import CompleteCheckpoints, min_save_total_limit
+    from .resume import CompleteCheckpoints, SamplerEpoch, min_save_total_limit
     from ..model.load import torch_dtype
 
     tier_cfg = cfg.tier_a if tier == "a" else cfg.tier_b
@@ -298,7 +303,7 @@ def make_trainer(model, processor, cfg: Config, tier: str, train_ds, eval_ds=Non
                                            int(cfg.vision_cache_disk_gb * 2 ** 30))
     trainer.gpu_preset = preset
     trainer.compile_blocks = compile_wanted(cfg)
-    trainer.add_callback(_SamplerEpoch(trainer))
+    trainer.add_callback(SamplerEpoch(trainer))
     return trainer
 
 
