@@ -116,6 +116,13 @@ def test_malformed_folder_names_what_is_missing(tmp_path, breakage, message):
         load_tableqa(str(tmp_path / "mine"))
 
 
+def test_a_split_folder_without_its_metadata_is_named(tmp_path):
+    _image_folder(tmp_path / "mine")
+    (tmp_path / "mine" / "validation" / "metadata.jsonl").unlink()
+    with pytest.raises(DataError, match=r"validation: images but no metadata\.jsonl"):
+        load_tableqa(str(tmp_path / "mine"))
+
+
 def test_training_without_a_validation_split_says_so(standins, tmp_path):
     from tableqa_helpers.train import build_trainer
 

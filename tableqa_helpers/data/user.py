@@ -47,7 +47,7 @@ def load_local(path: str | Path):
         check_image_folder(path)
         dd = load_dataset("imagefolder", data_dir=str(path))
     else:
-        if any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.rglob("*")):
+        if _has_images(path):
             raise DataError(f"{path}: images but no metadata.jsonl or metadata.csv (one row per "
                             f"image: file_name, question, answer); see docs/architecture.md")
         dd = load_dataset(str(path))  # parquet / csv / json data files
@@ -74,6 +74,10 @@ def _metadata_file(folder: Path) -> Path | None:
     return files[0] if files else None
 
 
+def _has_images(folder: Path) -> bool:
+    return any(p.suffix.lower() in IMAGE_SUFFIXES for p in folder.rglob("*"))
+
+
 def read_metadata(meta: Path) -> list[dict]:
     """The rows of a metadata.jsonl / metadata.csv; DataError with the line of a broken one."""
     if meta.suffix == ".csv":
@@ -95,7 +99,13 @@ def read_metadata(meta: Path) -> list[dict]:
 
 def check_image_folder(path: Path) -> None:
     """DataError naming the first missing column or image of an image folder's metadata."""
-    for split, meta in image_folder_splits(path).items():
+    splits = image_folder_splits(path)
+    if _metadata_file(path) is None:  # split subfolders: each one with images needs its own
+        for sub in sorted(p for p in path.iterdir() if p.is_dir() and p.name not in splits):
+            if _has_images(sub):
+                raise DataError(f"{sub}: images but no metadata.jsonl or metadata.csv (one row "
+                                f"per image: file_name, question, answer)")
+    for split, meta in splits.items():
         rows = read_metadata(meta)
         if not rows:
             raise DataError(f"{meta}: no rows")
