@@ -2,10 +2,10 @@
 """
 from __future__ import annotations
 
-import logging
 import csv
 import io as _stdio
 import json
+import logging
 from pathlib import Path
 from typing import Iterable, Mapping
 

@@ -4,11 +4,11 @@ and whether flash-attn is usable here.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from dataclasses import dataclass
-import functools
-import torch
 
+import torch
 
 GIB = 2 ** 30
 QUANTIZE = ("none", "4bit")

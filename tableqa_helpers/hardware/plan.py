@@ -20,22 +20,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
-from .cards import CARDS
-from .cards import Card
-from .cards import GIB
-from .estimate import MARGIN
-from .estimate import OVERHEAD_GIB
-from .estimate import PIXEL_UNIT
-from .estimate import QLORA_SPEED
-from .estimate import SMALL_CARD_MAX_PIXELS
-from .estimate import Settings
-from .estimate import TRAIN_ROWS
-from .cards import card
-from .cards import detect
-from .estimate import estimate_memory
-from .estimate import estimate_time
-from .estimate import fits
-from .estimate import shape_of
+
+from .cards import CARDS, Card, GIB, card, detect
+from .estimate import (MARGIN, OVERHEAD_GIB, PIXEL_UNIT, QLORA_SPEED, SMALL_CARD_MAX_PIXELS,
+                       Settings, TRAIN_ROWS, estimate_memory, estimate_time, fits, shape_of)
 
 
 # ---- the plan -------------------------------------------------------------------------------
