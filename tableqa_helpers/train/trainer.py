@@ -25,15 +25,15 @@ math (`tests/test_fast.py` compares loss and gradients with the plain step):
 - gradient checkpointing is enabled by us, without `enable_input_require_grads` (non-reentrant
   checkpointing does not need it), only where the GPU preset says memory needs it (every block,
   or every n-th), and recomputation runs under the forward pass's settings;
-- the CUDA allocator uses expandable segments (`fast.use_expandable_segments`), the DataLoader
-  queues a whole accumulation window, and the NaN/Inf logging filter (a sync per micro-batch)
-  is off.
+- the CUDA allocator uses expandable segments (`hardware.presets.use_expandable_segments`),
+  the DataLoader queues a whole accumulation window, and the NaN/Inf logging filter (a sync per
+  micro-batch) is off.
 Measured effect and what is left: bench/RESULTS.md.
 
-Batch settings come from `fast.gpu_preset` (``cfg.gpu``; "auto" picks by the card's memory, the
-global batch stays 24). The loss of a micro-batch is its labelled-token mean and the Trainer
-averages the micro-batches of a step, as in the tutorial; with the presets' micro-batch of 1
-every sample of the 24 weighs the same, where the tutorial's micro-batches of 3 weigh samples by
+Batch settings come from `hardware.presets.gpu_preset` (``cfg.gpu``; "auto" picks by the card's
+memory, the global batch stays 24). The loss of a micro-batch is its labelled-token mean and the
+Trainer averages the micro-batches of a step, as in the tutorial; with the presets' micro-batch
+of 1 every sample of the 24 weighs the same, where the tutorial's micro-batches of 3 weigh samples by
 their answer length within each group of 3 (a small change of weighting, not of the global batch).
 """
 from __future__ import annotations
