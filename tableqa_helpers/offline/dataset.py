@@ -59,8 +59,12 @@ def _png_bytes(image: Image.Image) -> bytes:
 
 def make_synthetic_dataset(out_dir: str | Path, train: int = 100, validation: int = 20,
                            test: int = 20, seed: int = 0, min_width: int = 500,
-                           max_width: int = 3000) -> Path:
+                           max_width: int = 3000, rows: tuple[int, int] = (3, 10),
+                           cols: tuple[int, int] = (2, 5), min_height: int | None = None) -> Path:
     """Write a Visual-TableQA-shaped dataset (parquet per split + README.md) to `out_dir`.
+
+    rows, cols, min_height: the tables' size knobs (see `make_table`); the defaults write the
+    same dataset, byte for byte, as before the knobs existed.
 
     Deterministic in `seed`; table ids run across splits (synth_000000...), so no table appears
     in two splits; question types cycle so each split is balanced. Built in a temporary sibling
@@ -77,7 +81,8 @@ def make_synthetic_dataset(out_dir: str | Path, train: int = 100, validation: in
             (tmp / "data").mkdir()
             start = 0
             for split, n in sizes.items():
-                ds = _split_dataset(range(start, start + n), seed, min_width, max_width)
+                ds = _split_dataset(range(start, start + n), seed, min_width, max_width,
+                                    rows=rows, cols=cols, min_height=min_height)
                 ds.to_parquet(str(tmp / "data" / f"{split}-00000-of-00001.parquet"))
                 start += n
             card = _CARD.format(seed=seed, types=", ".join(QUESTION_TYPES), **sizes)
@@ -88,7 +93,9 @@ def make_synthetic_dataset(out_dir: str | Path, train: int = 100, validation: in
     return out_dir
 
 
-def _split_dataset(indices: range, seed: int, min_width: int, max_width: int):
+def _split_dataset(indices: range, seed: int, min_width: int, max_width: int,
+                   rows: tuple[int, int] = (3, 10), cols: tuple[int, int] = (2, 5),
+                   min_height: int | None = None):
     """A `datasets.Dataset` of the samples `indices` (images stored as PNG bytes)."""
     import datasets
 
@@ -96,9 +103,10 @@ def _split_dataset(indices: range, seed: int, min_width: int, max_width: int):
         "table_id": datasets.Value("string"), "image": datasets.Image(),
         "question": datasets.Value("string"), "answer": datasets.Value("string"),
         "final_answer": datasets.Value("string"), "question_type": datasets.Value("string")})
-    rows = [make_sample(_sample_rng(seed, i), i, QUESTION_TYPES[i % len(QUESTION_TYPES)],
-                        min_width, max_width) for i in indices]
-    columns = {name: [row[name] for row in rows] for name in COLUMNS}
+    samples = [make_sample(_sample_rng(seed, i), i, QUESTION_TYPES[i % len(QUESTION_TYPES)],
+                           min_width, max_width, rows=rows, cols=cols, min_height=min_height)
+               for i in indices]
+    columns = {name: [row[name] for row in samples] for name in COLUMNS}
     columns["image"] = [{"bytes": _png_bytes(img), "path": None} for img in columns["image"]]
     return datasets.Dataset.from_dict(columns, features=features)
 

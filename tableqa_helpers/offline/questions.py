@@ -269,9 +269,14 @@ def make_question(table: dict, rng: random.Random, question_type: str | None = N
 
 
 def make_sample(rng: random.Random, index: int, question_type: str | None = None,
-                min_width: int = 500, max_width: int = 3000) -> dict:
-    """One dataset row: table_id, image (PIL, RGB), question, answer, final_answer, question_type."""
+                min_width: int = 500, max_width: int = 3000, rows: tuple[int, int] = (3, 10),
+                cols: tuple[int, int] = (2, 5), min_height: int | None = None) -> dict:
+    """One dataset row: table_id, image (PIL, RGB), question, answer, final_answer, question_type.
+
+    rows, cols, min_height: the table's size knobs (see `make_table`).
+    """
     table = make_table(rng, index, highlights=True if question_type == "color_count" else None,
-                       min_width=min_width, max_width=max_width)
+                       min_width=min_width, max_width=max_width, rows=rows, cols=cols,
+                       min_height=min_height)
     qa = make_question(table, rng, question_type)
     return dict(table_id=table["table_id"], image=render_table(table), **qa)

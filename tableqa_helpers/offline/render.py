@@ -116,7 +116,8 @@ def _fit(table: dict, style: dict) -> tuple[dict, int, int]:
         if height > hi and size > 8:
             size -= 1
             continue
-        return lay, width, max(height, lo)
+        floor = lo if style.get("min_height") is None else style["min_height"]  # old styles lack it
+        return lay, width, max(height, floor)
 
 
 def render_table(table: dict, rng: random.Random | None = None) -> Image.Image:
@@ -128,7 +129,7 @@ def render_table(table: dict, rng: random.Random | None = None) -> Image.Image:
     """
     style = table["style"]
     if rng is not None:
-        style = _draw_style(rng, style["min_width"], style["max_width"])
+        style = _draw_style(rng, style["min_width"], style["max_width"], style.get("min_height"))
     lay, width, height = _fit(table, style)
     natural = _height(table, lay, width - 2 * lay["margin"])
     img = Image.new("RGB", (width, height), "white")

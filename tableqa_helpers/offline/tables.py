@@ -196,29 +196,39 @@ def _add_highlights(rng: random.Random, table: dict) -> None:
     table["legend"] = legend
 
 
-def _draw_style(rng: random.Random, min_width: int, max_width: int) -> dict:
-    """Visual choices: target width (skewed towards narrow images), header colour, font, extras."""
+def _draw_style(rng: random.Random, min_width: int, max_width: int,
+                min_height: int | None = None) -> dict:
+    """Visual choices: target width (skewed towards narrow images), header colour, font, extras.
+
+    min_height: the shortest image height (None: `min_width`, a square-ish page). It draws
+    nothing from `rng`: the same seed gives the same style whatever it is.
+    """
     width = round(min_width + (max_width - min_width) * rng.random() ** 2)
     header_fill, header_ink = rng.choice(HEADER_COLORS)
-    return dict(width=width, min_width=min_width, max_width=max_width, header_fill=header_fill,
+    return dict(width=width, min_width=min_width, max_width=max_width, min_height=min_height,
+                header_fill=header_fill,
                 header_ink=header_ink, family=rng.choice(["serif", "serif", "sans"]),
                 group_band=rng.random() < 0.5, numbered_title=rng.random() < 0.3,
                 table_number=rng.randint(1, 9))
 
 
 def make_table(rng: random.Random, index: int, highlights: bool | None = None,
-               min_width: int = 500, max_width: int = 3000) -> dict:
+               min_width: int = 500, max_width: int = 3000, rows: tuple[int, int] = (3, 10),
+               cols: tuple[int, int] = (2, 5), min_height: int | None = None) -> dict:
     """Random table data and style.
 
     highlights: force coloured cells and a legend on (True) or off (False); None: random (60%).
+    rows, cols: inclusive ranges of the number of body rows and of value columns (the key column
+    not counted); min_height: the shortest image height (None: `min_width`). The defaults draw
+    exactly the tables (and random numbers) they always did.
     Returns a dict: table_id, domain, title, key_name, singular, plural, columns (name, unit,
     kind, additive), rows (key, group, values as Decimals), groups, highlights ([row, col, colour]),
     legend ([colour, meaning]), totals (bool), note (str or None), style (see `_draw_style`).
     """
     domain_name = rng.choice(sorted(DOMAINS))
     domain = DOMAINS[domain_name]
-    n_rows = rng.randint(3, 10)
-    specs = sorted(rng.sample(range(len(domain["columns"])), rng.randint(2, 5)))
+    n_rows = rng.randint(*rows)
+    specs = sorted(rng.sample(range(len(domain["columns"])), rng.randint(*cols)))
     columns = [dict(name=s[0], unit=s[1], kind=s[2], additive=s[5])
                for s in (domain["columns"][i] for i in specs)]
 
@@ -246,7 +256,7 @@ def make_table(rng: random.Random, index: int, highlights: bool | None = None,
                  columns=columns, rows=rows, groups=groups, highlights=[], legend=[],
                  totals=any(c["additive"] for c in columns) and rng.random() < 0.4,
                  note=rng.choice(NOTES) if rng.random() < 0.3 else None,
-                 style=_draw_style(rng, min_width, max_width))
+                 style=_draw_style(rng, min_width, max_width, min_height))
     if highlights or (highlights is None and rng.random() < 0.6):
         _add_highlights(rng, table)
     return table
