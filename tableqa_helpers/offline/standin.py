@@ -16,6 +16,9 @@ from pathlib import Path
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>",
                   "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
 DEFAULT_SYSTEM = "You are a helpful assistant."
+# The split pattern of Qwen2's tokenizer.json (pre_tokenizer "Split", behavior "Isolated").
+QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+               r"|\s*[\r\n]+|\s+(?!\S)|\s+")
 
 # ChatML turns; an image part becomes <|vision_start|><|image_pad|><|vision_end|>; a default
 # system turn is added when the first message is not a system message; add_generation_prompt
@@ -81,11 +84,14 @@ def _corpus(n: int = 6000, seed: int = 0) -> list[str]:
 
 def build_tokenizer(vocab_size: int = 4000):
     """Train a byte-level BPE tokenizer (deterministic) and wrap it as Qwen's tokenizer class."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import Qwen2Tokenizer
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    # Qwen2's own pre-tokenizer: its split pattern (every digit a token of its own), then bytes
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
