@@ -10,6 +10,8 @@ import json
 import os
 import sys
 
+from .train.pretrain_args import add_arguments as pretrain_arguments
+
 
 def _config(args):
     from .config import get_config, parse_sets
@@ -28,6 +30,14 @@ def cmd_synth_data(args):
 
     print(make_synthetic_dataset(args.dir, train=args.train, validation=args.validation,
                                  test=args.test, seed=args.seed))
+
+
+def cmd_pretrain_mini(args):
+    from .train.pretrain import run
+
+    summary = run(args)
+    summary.pop("log")
+    print(json.dumps(summary, indent=2))
 
 
 def cmd_prepare(args):
@@ -150,6 +160,10 @@ def main(argv=None):
     p.add_argument("--validation", type=int, default=20)
     p.add_argument("--test", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
+    # the options of tableqa_helpers.train.pretrain.add_arguments, declared here so that the
+    # command line starts without torch (tests/test_pretrain_mini.py keeps the two the same)
+    pretrain_arguments(add("pretrain-mini", cmd_pretrain_mini,
+                           "pretrain the mini base on the reading curriculum", profile=False))
     add("prepare", cmd_prepare, "build the stand-ins the profile needs")
     p = add("plan", cmd_plan, "trainable parameters per tier and component (meta device)")
     p.add_argument("--tier", choices=["a", "b"])

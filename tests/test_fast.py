@@ -388,3 +388,20 @@ def test_trainer_compiles_for_the_run_only(tiny_cfg, processor, dataset, monkeyp
     with pytest.raises(RuntimeError, match="simulated"):
         trainer().train()
     assert not any(m._compiled_call_impl for m in fast._block_modules(model))
+
+
+def test_linear_patch_embed_same_function_and_gradient(tiny_cfg):
+    from tableqa_helpers.model import load_model
+
+    torch.manual_seed(0)
+    model = load_model(tiny_cfg, trainable=True)
+    embed = model.model.visual.patch_embed
+    x = torch.randn(37, embed.in_channels * embed.temporal_patch_size * embed.patch_size ** 2)
+    want = embed(x)
+    (gw,) = torch.autograd.grad(want.square().sum(), embed.proj.weight)
+    assert fast.use_linear_patch_embed(model) == 1
+    got = embed(x)
+    (gg,) = torch.autograd.grad(got.square().sum(), embed.proj.weight)
+    torch.testing.assert_close(got, want, **TOL)
+    torch.testing.assert_close(gg, gw, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(embed(x[:5]), want[:5], **TOL)

@@ -184,6 +184,22 @@ def grouped_vision_attention_active(model) -> bool:
     return bool(mods) and all("forward" in m.__dict__ for m in mods)
 
 
+# ---- patch embedding as a matrix product ----------------------------------------------------
+def _linear_patch_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+    w = self.proj.weight  # (embed, channels, time, patch, patch): kernel == stride, one window
+    return hidden_states.to(w.dtype).reshape(-1, w[0].numel()) @ w.reshape(w.shape[0], -1).t()
+
+
+def use_linear_patch_embed(model) -> int:
+    """Run the vision patch embedding (a Conv3d whose kernel is its stride and covers each
+    flattened patch exactly) as one matrix product on this instance: the same function and
+    weights, without a cuDNN convolution plan for every new number of patches."""
+    mods = [m for m in model.modules() if type(m).__name__ == "Qwen2_5_VisionPatchEmbed"]
+    for m in mods:
+        m.forward = types.MethodType(_linear_patch_forward, m)
+    return len(mods)
+
+
 # ---- compiled blocks ------------------------------------------------------------------------
 def _block_modules(model) -> list:
     net = model.get_base_model() if hasattr(model, "get_base_model") else model

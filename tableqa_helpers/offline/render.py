@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import random
+from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -20,13 +21,23 @@ _FONT_FILES = {
 
 @functools.lru_cache(maxsize=None)
 def _font_path(family: str, face: str) -> str | None:
-    """Full path of a DejaVu font found by Pillow's font search, or None (then Pillow's default)."""
-    for name in (_FONT_FILES[family][face], _FONT_FILES[family]["regular"], "DejaVuSans.ttf"):
+    """Full path of a DejaVu font: Pillow's font search (the system's fonts), then the copy that
+    matplotlib ships, else None (then Pillow's default, and tables look different)."""
+    names = (_FONT_FILES[family][face], _FONT_FILES[family]["regular"], "DejaVuSans.ttf")
+    for name in names + tuple(f"{d}/{n}" for d in _matplotlib_fonts() for n in names):
         try:
             return ImageFont.truetype(name, 10).path
         except OSError:
             continue
     return None
+
+
+def _matplotlib_fonts() -> list[str]:
+    try:
+        import matplotlib
+    except ImportError:
+        return []
+    return [str(Path(matplotlib.__file__).parent / "mpl-data" / "fonts" / "ttf")]
 
 
 @functools.lru_cache(maxsize=512)

@@ -1,0 +1,261 @@
+"""Pretraining the mini base: a small Qwen2.5-VL that can read tables but knows no QA format.
+
+The curriculum ("reading school"): every sample is one synthetic table rendered in grayscale
+and a chat of several reading turns (transcribe the title, the header, a row, a column, one
+cell, the row names, the legend's text...), plus plain-text documents from the stand-in corpus
+so the language model knows the words. It never sees a question of Visual-TableQA's kind, a
+step-by-step answer or a colour: Tier A teaches the former, Tier B the latter.
+
+The training loop is `tableqa_helpers.train.pretrain` (it needs the model layer's fast vision
+attention); this module holds what it trains on and the model it starts from. Not imported by
+`tableqa_helpers.offline` itself, as it needs torch at import time.
+"""
+from __future__ import annotations
+
+import random
+
+import torch
+from PIL import ImageOps
+
+from .dataset import corpus_sentences
+from .render import render_table
+from .tables import cell_texts, header_text, make_table
+
+# The mini base's shape: the 7B's module tree, scaled down (head_dim 80 in the vision tower as
+# in the 7B; windowed blocks 0 and 2, full attention in 1 and 3).
+MINI = dict(
+    text=dict(hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=4,
+              num_key_value_heads=2, max_position_embeddings=4096, rms_norm_eps=1e-6,
+              rope_theta=1e6, mrope_section=[8, 12, 12], initializer_range=0.02),
+    vision=dict(depth=4, hidden_size=160, intermediate_size=640, num_heads=2, out_hidden_size=256,
+                fullatt_block_indexes=[1, 3], window_size=112, patch_size=14, spatial_merge_size=2,
+                temporal_patch_size=2, tokens_per_second=2, in_chans=3),
+)
+# Mini tables: few rows and columns, drawn wide enough that a digit spans about one patch.
+TABLE = dict(rows=(3, 5), cols=(2, 3), min_width=640, max_width=900, min_height=200)
+MIN_TOKENS, MAX_TOKENS = 64, 320  # pixel budget in merged 28x28 tokens
+
+
+def _mini_table(rng: random.Random, index: int) -> dict:
+    return make_table(rng, index, **{k: TABLE[k] for k in ("rows", "cols", "min_width",
+                                                             "max_width", "min_height")})
+
+
+def reading_turns(table: dict, rng: random.Random, k: int) -> list[tuple[str, str]]:
+    """`k` (instruction, transcription) pairs about `table`, as the reading curriculum asks."""
+    header, body, totals = cell_texts(table)
+    rows, ncols = table["rows"], len(table["columns"])
+    out = []
+    kinds = ["cell"] * 4 + ["row"] * 2 + ["column"] * 2 + ["header", "keys", "title"]
+    kinds += ["legend"] if table["legend"] else []
+    kinds += ["totals"] if totals else []
+    kinds += ["groups"] if table["groups"] else []
+    for kind in rng.sample(kinds, min(k, len(kinds))):
+        r, c = rng.randrange(len(rows)), rng.randrange(ncols)
+        if kind == "cell":
+            out.append((f"Transcribe the cell at row {rows[r]['key']}, column {header_text(table, c)}.",
+                        body[r][c + 1]))
+        elif kind == "row":
+            out.append((f"Transcribe the row of {rows[r]['key']}.", " | ".join(body[r])))
+        elif kind == "column":
+            out.append((f"Transcribe the column {header_text(table, c)}, top to bottom.",
+                        "; ".join(f"{row[0]}: {row[c + 1]}" for row in body)))
+        elif kind == "header":
+            out.append(("Transcribe the header row.", " | ".join(header)))
+        elif kind == "keys":
+            out.append((f"List the entries of the {table['key_name']} column.",
+                        ", ".join(row[0] for row in body)))
+        elif kind == "title":
+            title = table["title"]
+            if table["style"]["numbered_title"]:
+                title = f"Table {table['style']['table_number']}: {title}"
+            out.append(("Transcribe the title.", title))
+        elif kind == "legend":
+            out.append(("Transcribe the legend's labels.", "; ".join(m for _, m in table["legend"])))
+        elif kind == "totals":
+            out.append(("Transcribe the Total row.", " | ".join(t for t in totals if t)))
+        elif kind == "groups":
+            out.append(("List the row groups.", ", ".join(table["groups"])))
+    return out
+
+
+class ReadingSet(torch.utils.data.Dataset):
+    """Sample i of the curriculum depends only on (seed, i): the same data on any machine."""
+
+    def __init__(self, n: int, seed: int = 0, text_fraction: float = 0.2, turns: int = 4):
+        self.n, self.seed, self.text_fraction, self.turns = n, seed, text_fraction, turns
+        self.sentences = corpus_sentences(4000, seed=seed + 1)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> dict:
+        rng = random.Random(f"mini-pretrain/{self.seed}/{i}")
+        if rng.random() < self.text_fraction:
+            start = rng.randrange(len(self.sentences) - 8)
+            return {"text": " ".join(self.sentences[start:start + rng.randint(3, 8)])}
+        table = _mini_table(rng, i)
+        image = ImageOps.grayscale(render_table(table)).convert("RGB")
+        return {"image": image, "turns": reading_turns(table, rng, rng.randint(2, self.turns))}
+
+
+def chat_messages(turns: list[tuple[str, str]]) -> list[dict]:
+    """A chat whose first user turn carries the image, then one user/assistant pair per turn."""
+    msgs = []
+    for j, (ask, answer) in enumerate(turns):
+        content = ([{"type": "image"}] if j == 0 else []) + [{"type": "text", "text": ask}]
+        msgs += [{"role": "user", "content": content},
+                 {"role": "assistant", "content": [{"type": "text", "text": answer}]}]
+    return msgs
+
+
+class ReadingCollator:
+    """Batches of reading chats and text documents; labels on every assistant turn and text token.
+
+    The images leave the collator resized but still 8-bit (``images_u8``, 1/24 of the bytes of
+    ``pixel_values``): `pixel_values` turns them into the processor's patches on the training
+    device, so DataLoader workers do not spend their time copying float32 patches between
+    processes. `processor_batch` is the same batch made by the processor in one call (the
+    reference `tests/test_pretrain_mini.py` and the first training step compare against).
+    """
+
+    def __init__(self, processor, max_length: int = 1024):
+        self.processor, self.max_length = processor, max_length
+        tok = processor.tokenizer
+        self.im_start = tok.convert_tokens_to_ids("<|im_start|>")
+        self.im_end = tok.convert_tokens_to_ids("<|im_end|>")
+        self.image_token = processor.image_token
+        self.assistant = tok("assistant\n", add_special_tokens=False)["input_ids"]
+
+    def _labels(self, ids: list[int], chat: bool) -> list[int]:
+        if not chat:
+            return list(ids)
+        labels, inside, i = [-100] * len(ids), False, 0
+        n = len(self.assistant)
+        while i < len(ids):
+            if ids[i] == self.im_start and ids[i + 1:i + 1 + n] == self.assistant:
+                i += 1 + n
+                inside = True
+                continue
+            if inside:
+                labels[i] = ids[i]
+                if ids[i] == self.im_end:
+                    inside = False
+            i += 1
+        return labels
+
+    def _texts(self, samples: list[dict]) -> tuple[list[str], list, list[bool]]:
+        texts, images, chat = [], [], []
+        for s in samples:
+            if "image" in s:
+                texts.append(self.processor.apply_chat_template(chat_messages(s["turns"]),
+                                                                tokenize=False))
+                images.append(s["image"])
+            else:
+                texts.append(s["text"] + "<|endoftext|>")
+            chat.append("image" in s)
+        return texts, images, chat
+
+    def _finish(self, enc: dict, chat: list[bool]) -> dict:
+        ids = enc["input_ids"].tolist()
+        lab = torch.tensor([self._labels(row, c) for row, c in zip(ids, chat)])
+        lab[enc["attention_mask"] == 0] = -100
+        return {**enc, "labels": lab}
+
+    def processor_batch(self, samples: list[dict]) -> dict:
+        """The batch as the processor makes it (float32 ``pixel_values`` on the CPU)."""
+        texts, images, chat = self._texts(samples)
+        enc = self.processor(text=texts, images=images or None, padding=True, return_tensors="pt")
+        return self._finish(dict(enc), chat)
+
+    def __call__(self, samples: list[dict]) -> dict:
+        texts, images, chat = self._texts(samples)
+        u8 = [resize_u8(self.processor.image_processor, im) for im in images]
+        for j, (i, im) in enumerate(zip([i for i, c in enumerate(chat) if c], u8)):
+            n = (im.shape[1] // 28) * (im.shape[2] // 28)  # merged tokens of the image
+            texts[i] = texts[i].replace(self.image_token, self.image_token * n, 1)
+        enc = dict(self.processor.tokenizer(texts, padding=True, return_tensors="pt"))
+        enc["mm_token_type_ids"] = (enc["input_ids"] == self.processor.tokenizer.convert_tokens_to_ids(
+            self.image_token)).long()
+        if u8:
+            enc["image_grid_thw"] = torch.tensor([[1, im.shape[1] // 14, im.shape[2] // 14]
+                                                  for im in u8])
+            enc["images_u8"] = u8
+        return self._finish(enc, chat)
+
+
+def resize_u8(image_processor, image) -> torch.Tensor:
+    """`image` (PIL, RGB) resized as the Qwen2-VL processor resizes it, as a (3, H, W) uint8 tensor."""
+    import numpy as np
+    from torchvision.transforms.v2 import functional as F
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
+
+    x = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
+    size = image_processor.size
+    h, w = smart_resize(x.shape[1], x.shape[2], factor=28, min_pixels=size["shortest_edge"],
+                        max_pixels=size["longest_edge"])
+    return F.resize(x, [h, w], interpolation=F.InterpolationMode.BICUBIC, antialias=True)
+
+
+def pixel_values(batch: dict, image_processor, device) -> dict:
+    """`batch` with ``images_u8`` replaced by the processor's ``pixel_values``, on `device`."""
+    batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v
+             for k, v in batch.items()}
+    images = batch.pop("images_u8", None)
+    if images is None:
+        return batch
+    mean = torch.tensor(image_processor.image_mean, device=device).view(3, 1, 1)
+    std = torch.tensor(image_processor.image_std, device=device).view(3, 1, 1)
+    scale = image_processor.rescale_factor
+    patches = []
+    for im in images:
+        x = (im.to(device, non_blocking=True).float() - mean / scale) / (std / scale)
+        c, h, w = x.shape  # the processor's patchify: 2x2 merge groups, patch, time doubled
+        x = x.reshape(c, h // 28, 2, 14, w // 28, 2, 14).permute(1, 4, 2, 5, 0, 3, 6)
+        x = x.unsqueeze(5).expand(-1, -1, -1, -1, -1, 2, -1, -1)
+        patches.append(x.reshape((h // 14) * (w // 14), c * 2 * 14 * 14))
+    batch["pixel_values"] = torch.cat(patches)
+    return batch
+
+
+def build_mini_untrained(seed: int = 0, min_tokens: int = MIN_TOKENS, max_tokens: int = MAX_TOKENS):
+    """(model, processor) of the mini shape with fresh weights (deterministic in `seed`)."""
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    from .standin import build_processor, make_config, token_ids
+
+    processor = build_processor(min_pixels=min_tokens * 784, max_pixels=max_tokens * 784)
+    tok = processor.tokenizer
+    config = make_config(MINI, token_ids(tok), vocab_size=len(tok))
+    torch.manual_seed(seed)
+    return Qwen2_5_VLForConditionalGeneration(config).to(torch.float32), processor
+
+
+@torch.no_grad()
+def reading_accuracy(model, processor, n: int = 64, seed: int = 10 ** 6, device="cpu") -> dict:
+    """Greedy transcription of one cell per held-out table: share exactly right, and examples."""
+    rng = random.Random(f"mini-eval/{seed}")
+    right, shown = 0, []
+    model.eval()
+    for i in range(n):
+        table = _mini_table(rng, seed + i)
+        image = ImageOps.grayscale(render_table(table)).convert("RGB")
+        ask, want = _cell_turn(table, rng)
+        msgs = chat_messages([(ask, "")])[:1]
+        text = processor.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+        enc = processor(text=[text], images=[image], return_tensors="pt").to(device)
+        out = model.generate(**enc, max_new_tokens=24, do_sample=False,
+                             eos_token_id=processor.tokenizer.convert_tokens_to_ids("<|im_end|>"))
+        got = processor.tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        right += got.strip() == want
+        if len(shown) < 6:
+            shown.append((ask, want, got.strip()))
+    model.train()
+    return {"cell_accuracy": right / n, "examples": shown}
+
+
+def _cell_turn(table: dict, rng: random.Random) -> tuple[str, str]:
+    _, body, _ = cell_texts(table)
+    r, c = rng.randrange(len(table["rows"])), rng.randrange(len(table["columns"]))
+    return (f"Transcribe the cell at row {table['rows'][r]['key']}, column {header_text(table, c)}.",
+            body[r][c + 1])

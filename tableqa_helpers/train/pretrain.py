@@ -1,0 +1,153 @@
+"""Pretraining the mini base on the reading curriculum (`tableqa_helpers.offline.mini`).
+
+``python -m tableqa_helpers.train.pretrain OUT --steps N ...`` or
+``python -m tableqa_helpers pretrain-mini OUT --steps N ...``: the same `pretrain` call. The
+checkpoint in OUT loads like the real model (``Qwen2_5_VLForConditionalGeneration`` and
+``AutoProcessor.from_pretrained(OUT)``), with ``pretrain_log.json`` beside it.
+
+Needs torch and transformers only (no `datasets`): it runs on a bare GPU machine.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from ..io import atomic_dir
+from .pretrain_args import add_arguments
+from ..model.fast import sdpa_without_cudnn, use_grouped_vision_attention, use_linear_patch_embed
+from ..offline.mini import (ReadingCollator, ReadingSet, build_mini_untrained, pixel_values,
+                            reading_accuracy)
+
+
+def pretrain(out_dir: str | Path, steps: int = 3000, batch_size: int = 64, lr: float = 1.5e-3,
+             seed: int = 0, workers: int = 8, warmup: int = 200, log_every: int = 50,
+             time_budget: float | None = None, device: str | None = None,
+             eval_every: int | None = None, init: str | Path | None = None) -> dict:
+    """Pretrain the mini base on the reading curriculum and save it to `out_dir`.
+
+    time_budget: seconds of training; the step count is then fixed after step 50 from the
+    measured speed (at most `steps`) and logged, so `--steps N` repeats the run exactly (the
+    schedule before step 50 is warmup, the same for every total).
+    eval_every: steps between reading-accuracy probes (32 tables; default: at 1/3 and 2/3).
+    init: a mini checkpoint to continue from (a later stage of the curriculum; give it another
+    `seed` so it sees new tables) instead of fresh weights.
+    Returns the summary also written to ``out_dir/pretrain_log.json``.
+    """
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    with sdpa_without_cudnn():  # every batch of tables has new shapes (see model.fast)
+        return _pretrain(out_dir, steps, batch_size, lr, seed, workers, warmup, log_every,
+                         time_budget, device, eval_every, init)
+
+
+def _pretrain(out_dir, steps, batch_size, lr, seed, workers, warmup, log_every, time_budget,
+              device, eval_every, init) -> dict:
+    torch.manual_seed(seed)
+    model, processor = build_mini_untrained(seed)
+    if init is not None:
+        model = _load_init(init, model)
+    use_grouped_vision_attention(model)
+    use_linear_patch_embed(model)
+    model.to(device).train()
+    data, collate = ReadingSet(steps * batch_size, seed=seed), ReadingCollator(processor)
+    _check_collator(collate, [data[i] for i in range(8)])
+    loader = torch.utils.data.DataLoader(data, batch_size=batch_size, num_workers=workers,
+                                         collate_fn=collate, prefetch_factor=4 if workers else None,
+                                         persistent_workers=workers > 0, pin_memory=device == "cuda")
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.98))
+    total = [steps]  # a list: the time budget may shorten the cosine after step 50
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) * (
+        0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total[0])))))
+    log, start, step, waited = [], time.time(), 0, 0.0
+    amp = (torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda"
+           else torch.autocast("cpu", enabled=False))
+    probes = ({s // log_every * log_every for s in (total[0] // 3, 2 * total[0] // 3)}
+              if eval_every is None else set())
+    ready = time.time()
+    for step, batch in enumerate(loader, 1):
+        waited += time.time() - ready  # time spent waiting for the data loader
+        batch = pixel_values(batch, processor.image_processor, device)
+        with amp:
+            loss = model(**batch).loss
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        if step % log_every == 0 or step == 1:
+            entry = {"step": step, "loss": round(loss.item(), 4), "grad_norm": round(norm.item(), 3),
+                     "lr": sched.get_last_lr()[0], "seconds": round(time.time() - start, 1),
+                     "data_wait": round(waited, 1)}
+            if step in probes or (eval_every and step % eval_every == 0):
+                entry["cell_accuracy"] = reading_accuracy(model, processor, n=32,
+                                                          device=device)["cell_accuracy"]
+            log.append(entry)
+            print(json.dumps(entry), flush=True)
+        if step == 10:
+            t10 = time.time()
+        if step == 50 and time_budget:
+            rate = 40 / (time.time() - t10)
+            total[0] = min(steps, int(50 + rate * (time_budget - (time.time() - start))))
+            probes = {s // log_every * log_every for s in (total[0] // 3, 2 * total[0] // 3)}
+            print(json.dumps({"steps_per_second": round(rate, 2), "total_steps": total[0]}), flush=True)
+        if step >= total[0]:
+            break
+        ready = time.time()
+    seconds = time.time() - start
+    acc = reading_accuracy(model, processor, device=device)
+    print(json.dumps({"steps": step, "seconds": round(seconds, 1), **acc}), flush=True)
+    summary = {"init": str(init) if init else None, "steps": step, "data_wait_seconds": round(waited, 1), "batch_size": batch_size, "lr": lr, "seed": seed,
+               "seconds": round(seconds, 1), "device": torch.cuda.get_device_name() if device == "cuda"
+               else "cpu", "torch": torch.__version__, "log": log, **acc}
+    model.to("cpu").to(torch.bfloat16)
+    with atomic_dir(out_dir) as tmp:  # a complete checkpoint or none
+        model.save_pretrained(tmp, safe_serialization=True)
+        processor.save_pretrained(tmp)
+        (tmp / "pretrain_log.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def _load_init(path: str | Path, model):
+    """`model` with the weights of the mini checkpoint at `path` (float32)."""
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    loaded = Qwen2_5_VLForConditionalGeneration.from_pretrained(path, dtype=torch.float32)
+    if loaded.config.to_dict()["text_config"]["hidden_size"] != model.config.text_config.hidden_size:
+        raise ValueError(f"{path} is not a checkpoint of the mini shape")
+    return loaded
+
+
+def _check_collator(collate: ReadingCollator, samples: list[dict]) -> None:
+    """Stop before training if the 8-bit image path differs from the processor's own batch."""
+    fast, ref = pixel_values(collate(samples), collate.processor.image_processor, "cpu"), \
+        collate.processor_batch(samples)
+    for key, want in ref.items():
+        got = fast.get(key)
+        if got is None or got.shape != want.shape or (got.float() - want.float()).abs().max() > 1e-4:
+            raise RuntimeError(f"ReadingCollator's {key} differs from the processor's; the image "
+                               f"path of tableqa_helpers.offline.mini no longer matches transformers")
+
+
+def run(args: argparse.Namespace) -> dict:
+    """`pretrain` with the options of `add_arguments`."""
+    return pretrain(args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                    workers=args.workers, time_budget=args.time_budget, seed=args.seed,
+                    device=args.device, init=args.init)
+
+
+def main(argv=None) -> dict:
+    parser = add_arguments(argparse.ArgumentParser(
+        prog="python -m tableqa_helpers.train.pretrain", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter))
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()

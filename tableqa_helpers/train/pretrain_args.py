@@ -1,0 +1,20 @@
+"""The command-line options of mini-base pretraining: one list for
+``python -m tableqa_helpers.train.pretrain`` and the `pretrain-mini` subcommand."""
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The command-line options of `pretrain` (also the `pretrain-mini` subcommand's)."""
+    p.add_argument("out", help="folder of the checkpoint (replaced when complete)")
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1.5e-3)
+    p.add_argument("--workers", type=int, default=8, help="DataLoader workers (0: in-process)")
+    p.add_argument("--time-budget", type=float, default=None,
+                   help="seconds of training; fixes the step count after step 50")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init", default=None, help="mini checkpoint to continue from")
+    p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    return p

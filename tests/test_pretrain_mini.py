@@ -1,0 +1,175 @@
+"""The mini base's pretraining: a deterministic reading curriculum, labels on the answers only,
+a checkpoint that loads like the real model; and the table knobs it draws its tables with."""
+from __future__ import annotations
+
+import io
+import json
+import random
+import sys
+
+import pytest
+
+from tableqa_helpers.offline.mini import (TABLE, ReadingCollator, ReadingSet, build_mini_untrained,
+                                          chat_messages, reading_turns)
+from tableqa_helpers.offline.render import render_table
+from tableqa_helpers.offline.tables import make_table
+
+
+@pytest.fixture(scope="module")
+def mini():
+    return build_mini_untrained(seed=0)
+
+
+def _png(image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _freeze(sample: dict):
+    if "text" in sample:
+        return ("text", sample["text"])
+    return ("image", _png(sample["image"]), sample["turns"])
+
+
+def test_reading_set_is_deterministic():
+    a, b = ReadingSet(40, seed=3), ReadingSet(40, seed=3)
+    kinds = set()
+    for i in (0, 1, 2, 5, 17, 39):
+        first = _freeze(a[i])
+        assert first == _freeze(b[i]) == _freeze(a[i])  # same (seed, i), same sample, any order
+        kinds.add(first[0])
+    assert kinds == {"text", "image"}
+    assert _freeze(ReadingSet(40, seed=4)[1]) != _freeze(a[1])
+    sample = next(a[i] for i in range(40) if "image" in a[i])
+    assert 2 <= len(sample["turns"]) <= 4 and all(q and ans for q, ans in sample["turns"])
+    assert sample["image"].mode == "RGB" and sample["image"].height >= TABLE["min_height"]
+    r, g, bl = sample["image"].split()
+    assert r.tobytes() == g.tobytes() == bl.tobytes()  # grayscale page
+
+
+def test_reading_turns_transcribe_the_table():
+    from tableqa_helpers.offline.tables import cell_texts
+
+    table = make_table(random.Random(0), 0, rows=TABLE["rows"], cols=TABLE["cols"])
+    header, body, totals = cell_texts(table)
+    kinds = 11 + bool(table["legend"]) + bool(totals) + bool(table["groups"])
+    turns = dict(reading_turns(table, random.Random(1), 99))  # every kind once (cells 4 times)
+    assert len(reading_turns(table, random.Random(1), 99)) == kinds
+    assert turns["Transcribe the header row."] == " | ".join(header)
+    assert turns[f"List the entries of the {table['key_name']} column."] == ", ".join(
+        row[0] for row in body)
+    cells = {ans for q, ans in turns.items() if q.startswith("Transcribe the cell")}
+    assert cells and cells <= {cell for row in body for cell in row[1:]}
+    assert len(reading_turns(table, random.Random(1), 3)) == 3
+
+
+def test_collator_labels_only_the_answers(mini):
+    _, processor = mini
+    tok = processor.tokenizer
+    data = ReadingSet(40, seed=0)
+    samples = [data[i] for i in range(12)]
+    chats = [s for s in samples if "image" in s]
+    texts = [s for s in samples if "text" in s]
+    assert chats and texts
+    batch = ReadingCollator(processor)(samples)
+    assert batch["labels"].shape == batch["input_ids"].shape
+    for ids, labels, mask, s in zip(batch["input_ids"], batch["labels"], batch["attention_mask"],
+                                    samples):
+        kept = [t for t in labels.tolist() if t != -100]
+        if "image" in s:
+            want = "".join(answer + "<|im_end|>" for _, answer in s["turns"])
+            assert tok.decode(kept) == want  # no prompt, image, header or newline token
+        else:
+            assert labels[mask == 1].tolist() == ids[mask == 1].tolist()  # every token
+            assert tok.decode(kept) == s["text"] + "<|endoftext|>"
+        assert (labels[mask == 0] == -100).all()
+
+
+def test_chat_messages_put_the_image_in_the_first_turn():
+    msgs = chat_messages([("a?", "A"), ("b?", "B")])
+    assert [m["role"] for m in msgs] == ["user", "assistant"] * 2
+    assert msgs[0]["content"][0] == {"type": "image"}
+    assert all(part["type"] == "text" for m in msgs[1:] for part in m["content"])
+
+
+def test_mini_model_shape(mini):
+    model, processor = mini
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    assert type(model) is Qwen2_5_VLForConditionalGeneration
+    n = sum(p.numel() for p in model.parameters())
+    assert 6.2e6 < n < 6.4e6, n
+    assert model.config.text_config.vocab_size == len(processor.tokenizer)
+
+
+def test_pretrain_saves_a_loadable_checkpoint(tmp_path):
+    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+
+    from tableqa_helpers.train.pretrain import pretrain
+
+    out = tmp_path / "mini"
+    summary = pretrain(out, steps=3, batch_size=4, workers=0, device="cpu")
+    assert summary["steps"] == 3 and 0 <= summary["cell_accuracy"] <= 1
+    log = json.loads((out / "pretrain_log.json").read_text())
+    assert log["steps"] == 3 and log["log"][0]["step"] == 1 and log["log"][0]["loss"] > 0
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(out)
+    processor = AutoProcessor.from_pretrained(out)
+    assert 6.2e6 < sum(p.numel() for p in model.parameters()) < 6.4e6
+    assert len(processor.tokenizer) == model.config.text_config.vocab_size
+
+
+def test_pretrain_imports_no_datasets():
+    import subprocess
+
+    code = ("import sys, tableqa_helpers.train.pretrain; "
+            "sys.exit(1 if 'datasets' in sys.modules else 0)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_cli_and_module_call_pretrain_alike(monkeypatch, capsys):
+    from tableqa_helpers import cli
+    from tableqa_helpers.train import pretrain as module
+
+    calls = []
+    monkeypatch.setattr(module, "pretrain", lambda *a, **k: calls.append((a, k)) or {"log": []})
+    argv = ["OUT", "--steps", "7", "--batch-size", "2", "--lr", "0.01", "--workers", "1",
+            "--time-budget", "9", "--seed", "5", "--device", "cpu", "--init", "X"]
+    module.main(argv)
+    cli.main(["pretrain-mini", *argv])
+    assert len(calls) == 2 and calls[0] == calls[1]
+    assert calls[0][1]["steps"] == 7 and calls[0][1]["time_budget"] == 9.0
+    # the same options and defaults in both parsers
+    module.main(["OUT"])
+    cli.main(["pretrain-mini", "OUT"])
+    assert calls[2] == calls[3] and calls[2][1]["steps"] == 3000
+
+
+# ---- the table knobs ------------------------------------------------------------------------
+
+def test_default_tables_are_unchanged_by_the_knobs():
+    for i in range(30):
+        plain = make_table(random.Random(i), i)
+        explicit = make_table(random.Random(i), i, rows=(3, 10), cols=(2, 5), min_height=None)
+        assert plain == explicit
+        assert plain["style"]["min_height"] is None
+        assert _png(render_table(plain)) == _png(render_table(explicit))
+
+
+def test_table_knobs_are_respected():
+    sizes = set()
+    for i in range(60):
+        t = make_table(random.Random(i), i, rows=(3, 5), cols=(2, 3), min_width=640,
+                       max_width=900, min_height=200)
+        assert 3 <= len(t["rows"]) <= 5 and 2 <= len(t["columns"]) <= 3
+        sizes.add((len(t["rows"]), len(t["columns"])))
+        image = render_table(t)
+        assert 640 <= image.width <= 900 and image.height >= 200
+        assert render_table(t, random.Random(i)).height >= 200  # a redrawn style keeps the floor
+    assert sizes == {(r, c) for r in range(3, 6) for c in (2, 3)}
+    t = make_table(random.Random(1), 1, rows=(7, 7), cols=(4, 4))
+    assert len(t["rows"]) == 7 and len(t["columns"]) == 4
+    short = make_table(random.Random(2), 2, rows=(3, 3), cols=(2, 2), min_width=640, max_width=900)
+    tall = make_table(random.Random(2), 2, rows=(3, 3), cols=(2, 2), min_width=640, max_width=900,
+                      min_height=1500)
+    assert render_table(short).height < 1500 <= render_table(tall).height
