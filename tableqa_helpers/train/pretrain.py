@@ -39,9 +39,19 @@ def pretrain(out_dir: str | Path, steps: int = 3000, batch_size: int = 64, lr: f
     Returns the summary also written to ``out_dir/pretrain_log.json``.
     """
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    with sdpa_without_cudnn():  # every batch of tables has new shapes (see model.fast)
-        return _pretrain(out_dir, steps, batch_size, lr, seed, workers, warmup, log_every,
-                         time_budget, device, eval_every, init)
+    threads = torch.get_num_threads()
+    if device == "cuda":
+        # The training process only launches kernels, and its step is bound by that. H100,
+        # batch 128: 0.65-0.74 s a step with 15 workers and default threads, 0.24 s with 8
+        # workers (the default) and OMP_NUM_THREADS=1, which this is for torch in this process
+        # (DataLoader workers already use one thread). Which change mattered is not measured.
+        torch.set_num_threads(1)
+    try:
+        with sdpa_without_cudnn():  # every batch of tables has new shapes (see model.fast)
+            return _pretrain(out_dir, steps, batch_size, lr, seed, workers, warmup, log_every,
+                             time_budget, device, eval_every, init)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _pretrain(out_dir, steps, batch_size, lr, seed, workers, warmup, log_every, time_budget,
@@ -56,8 +66,7 @@ def _pretrain(out_dir, steps, batch_size, lr, seed, workers, warmup, log_every, 
     data, collate = ReadingSet(steps * batch_size, seed=seed), ReadingCollator(processor)
     _check_collator(collate, [data[i] for i in range(8)])
     loader = torch.utils.data.DataLoader(data, batch_size=batch_size, num_workers=workers,
-                                         collate_fn=collate, worker_init_fn=_one_thread,
-                                         prefetch_factor=4 if workers else None,
+                                         collate_fn=collate, prefetch_factor=4 if workers else None,
                                          persistent_workers=workers > 0, pin_memory=device == "cuda")
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
@@ -113,13 +122,6 @@ def _pretrain(out_dir, steps, batch_size, lr, seed, workers, warmup, log_every, 
         processor.save_pretrained(tmp)
         (tmp / "pretrain_log.json").write_text(json.dumps(summary, indent=1))
     return summary
-
-
-def _one_thread(_worker_id: int) -> None:
-    """A DataLoader worker computes with one thread. Workers at the default thread count starve
-    the training process, whose kernel launches bound the step (H100, batch 128: 0.62 s a step
-    with 15 such workers; 0.23 s with 8 workers and OMP_NUM_THREADS=1 in every process)."""
-    torch.set_num_threads(1)
 
 
 def _load_init(path: str | Path, model):
