@@ -10,7 +10,7 @@ import json
 import os
 import sys
 
-from .train.pretrain_args import add_arguments as pretrain_arguments
+from .offline.mini_args import add_arguments as pretrain_arguments
 
 
 def _config(args):

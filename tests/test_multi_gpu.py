@@ -80,16 +80,16 @@ def _args(standins, run_root, grad_accum: int) -> list[str]:
 
 
 def _run(cmd, trace: Path, retry_abort: bool = False) -> str:
-    """Run `cmd`, which must succeed. retry_abort: run it once more, on a new port, if a rank
-    died of SIGABRT with no Python traceback (a native abort in gloo, "terminate called without
-    an active exception", seen in one clean-clone run); only for a command that can repeat."""
+    """Run `cmd`, which must succeed. retry_abort: run it once more, on a new port, if the rank
+    that failed first died of SIGABRT (a native abort in gloo, "terminate called without an
+    active exception", seen in one clean-clone run), not of a Python error; only for a command
+    that can repeat."""
     env = {**os.environ, "TRACE": str(trace), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
            "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
            "CUDA_VISIBLE_DEVICES": ""}
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    ours = done.stderr.split("torch.distributed.elastic")[0]  # the ranks' own output
-    if (done.returncode != 0 and retry_abort and "(SIGABRT)" in done.stderr
-            and "Traceback (most recent call last)" not in ours):
+    root = done.stderr.split("Root Cause")[-1]  # torchrun's first failed rank (a Python error: 1)
+    if done.returncode != 0 and retry_abort and "Root Cause" in done.stderr and "(SIGABRT)" in root:
         trace.unlink(missing_ok=True)
         if "--master_port" in cmd:
             cmd = list(cmd)

@@ -119,12 +119,53 @@ def test_pretrain_saves_a_loadable_checkpoint(tmp_path):
     assert len(processor.tokenizer) == model.config.text_config.vocab_size
 
 
+def test_probes_follow_eval_every_and_init_continues(tmp_path, monkeypatch):
+    from tableqa_helpers.train import pretrain as module
+
+    probed = []
+    monkeypatch.setattr(module, "reading_accuracy", lambda model, processor, n=64, device="cpu":
+                        probed.append(n) or {"cell_accuracy": 0.5, "examples": []})
+    first = module.pretrain(tmp_path / "a", steps=9, batch_size=1, workers=0, warmup=2,
+                            log_every=5, eval_every=4, device="cpu")
+    assert [e["step"] for e in first["log"] if "cell_accuracy" in e] == [4, 8]
+    assert probed == [32, 32, 64] and first["total_steps"] == 9
+    second = module.pretrain(tmp_path / "b", steps=2, batch_size=1, workers=0, warmup=1,
+                             device="cpu", init=tmp_path / "a", seed=1)
+    assert second["init"] == str(tmp_path / "a") and second["steps"] == 2
+
+
+def test_init_rejects_what_is_not_a_mini_checkpoint(tmp_path, standins):
+    from tableqa_helpers.config import get_config
+    from tableqa_helpers.train.pretrain import pretrain
+
+    with pytest.raises(FileNotFoundError, match="no mini checkpoint"):
+        pretrain(tmp_path / "x", steps=1, workers=0, device="cpu", init=tmp_path / "missing")
+    tiny = get_config("tiny", root=str(standins)).model_id  # the random tiny stand-in
+    with pytest.raises(ValueError, match="hidden_size"):
+        pretrain(tmp_path / "x", steps=1, workers=0, device="cpu", init=tiny)
+    with pytest.raises(ValueError, match="50 with a time budget"):
+        pretrain(tmp_path / "x", steps=100, warmup=10, time_budget=60, workers=0, device="cpu")
+    assert not (tmp_path / "x").exists()
+
+
+def test_lr_warmup_does_not_depend_on_the_total():
+    from tableqa_helpers.train.pretrain import lr_factor
+
+    for s in range(200):
+        assert lr_factor(s, 200, 368) == lr_factor(s, 200, 3000) == min(1.0, (s + 1) / 200)
+    assert lr_factor(200, 200, 368) == 1.0
+    assert abs(lr_factor(368, 200, 368) - 0.1) < 1e-12 and lr_factor(500, 200, 368) == lr_factor(368, 200, 368)
+    assert lr_factor(284, 200, 368) < lr_factor(284, 200, 3000)
+
+
 def test_pretrain_imports_no_datasets():
     import subprocess
 
     code = ("import sys, tableqa_helpers.train.pretrain; "
             "sys.exit(1 if 'datasets' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+    code = "import sys, tableqa_helpers.cli; sys.exit(1 if 'torch' in sys.modules else 0)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0  # a fast --help
 
 
 def test_cli_and_module_call_pretrain_alike(monkeypatch, capsys):
@@ -134,11 +175,12 @@ def test_cli_and_module_call_pretrain_alike(monkeypatch, capsys):
     calls = []
     monkeypatch.setattr(module, "pretrain", lambda *a, **k: calls.append((a, k)) or {"log": []})
     argv = ["OUT", "--steps", "7", "--batch-size", "2", "--lr", "0.01", "--workers", "1",
-            "--time-budget", "9", "--seed", "5", "--device", "cpu", "--init", "X"]
+            "--time-budget", "9", "--seed", "5", "--device", "cpu", "--init", "X", "--eval-every", "3"]
     module.main(argv)
     cli.main(["pretrain-mini", *argv])
     assert len(calls) == 2 and calls[0] == calls[1]
     assert calls[0][1]["steps"] == 7 and calls[0][1]["time_budget"] == 9.0
+    assert calls[0][1]["init"] == "X" and calls[0][1]["eval_every"] == 3
     # the same options and defaults in both parsers
     module.main(["OUT"])
     cli.main(["pretrain-mini", "OUT"])

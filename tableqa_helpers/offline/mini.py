@@ -112,15 +112,15 @@ def chat_messages(turns: list[tuple[str, str]]) -> list[dict]:
 class ReadingCollator:
     """Batches of reading chats and text documents; labels on every assistant turn and text token.
 
-    The images leave the collator resized but still 8-bit (``images_u8``, 1/24 of the bytes of
+    The images leave the collator resized but still 8-bit (``images_u8``, 1/8 of the bytes of
     ``pixel_values``): `pixel_values` turns them into the processor's patches on the training
     device, so DataLoader workers do not spend their time copying float32 patches between
     processes. `processor_batch` is the same batch made by the processor in one call (the
     reference `tests/test_pretrain_mini.py` and the first training step compare against).
     """
 
-    def __init__(self, processor, max_length: int = 1024):
-        self.processor, self.max_length = processor, max_length
+    def __init__(self, processor):
+        self.processor = processor
         tok = processor.tokenizer
         self.im_start = tok.convert_tokens_to_ids("<|im_start|>")
         self.im_end = tok.convert_tokens_to_ids("<|im_end|>")

@@ -24,7 +24,8 @@ def _font_path(family: str, face: str) -> str | None:
     """Full path of a DejaVu font: Pillow's font search (the system's fonts), then the copy that
     matplotlib ships, else None (then Pillow's default, and tables look different)."""
     names = (_FONT_FILES[family][face], _FONT_FILES[family]["regular"], "DejaVuSans.ttf")
-    for name in names + tuple(f"{d}/{n}" for d in _matplotlib_fonts() for n in names):
+    # each face where it is before the next face: the system's italic, else matplotlib's
+    for name in (f"{d}{n}" for n in names for d in ("", *(f"{d}/" for d in _matplotlib_fonts()))):
         try:
             return ImageFont.truetype(name, 10).path
         except OSError:

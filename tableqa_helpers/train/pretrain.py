@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 
 from ..io import atomic_dir
-from .pretrain_args import add_arguments
+from ..offline.mini_args import add_arguments
 from ..model.fast import sdpa_without_cudnn, use_grouped_vision_attention, use_linear_patch_embed
-from ..offline.mini import (ReadingCollator, ReadingSet, build_mini_untrained, pixel_values,
+from ..offline.mini import (MINI, ReadingCollator, ReadingSet, build_mini_untrained, pixel_values,
                             reading_accuracy)
 
 
@@ -31,16 +31,20 @@ def pretrain(out_dir: str | Path, steps: int = 3000, batch_size: int = 64, lr: f
     """Pretrain the mini base on the reading curriculum and save it to `out_dir`.
 
     time_budget: seconds of training; the step count is then fixed after step 50 from the
-    measured speed (at most `steps`) and logged, so `--steps N` repeats the run exactly (the
-    schedule before step 50 is warmup, the same for every total).
+    measured speed (at most `steps`) and logged as ``total_steps``, so `--steps N` repeats the
+    run exactly: the learning rate only warms up before step `warmup` (at least 50 then), and
+    the cosine that follows depends on the total.
     eval_every: steps between reading-accuracy probes (32 tables; default: at 1/3 and 2/3).
     init: a mini checkpoint to continue from (a later stage of the curriculum; give it another
     `seed` so it sees new tables) instead of fresh weights.
     Returns the summary also written to ``out_dir/pretrain_log.json``.
     """
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if steps < 1 or warmup < 1 or (time_budget is not None and warmup < 50):
+        raise ValueError(f"pretrain needs steps >= 1 and warmup >= 1 (>= 50 with a time budget); "
+                         f"got steps={steps}, warmup={warmup}")
     threads = torch.get_num_threads()
-    if device == "cuda":
+    if device.type == "cuda":
         # The training process only launches kernels, and its step is bound by that. H100,
         # batch 128: 0.65-0.74 s a step with 15 workers and default threads, 0.24 s with 8
         # workers (the default) and OMP_NUM_THREADS=1, which this is for torch in this process
@@ -57,6 +61,7 @@ def pretrain(out_dir: str | Path, steps: int = 3000, batch_size: int = 64, lr: f
 def _pretrain(out_dir, steps, batch_size, lr, seed, workers, warmup, log_every, time_budget,
               device, eval_every, init) -> dict:
     torch.manual_seed(seed)
+    cuda = device.type == "cuda"
     model, processor = build_mini_untrained(seed)
     if init is not None:
         model = _load_init(init, model)
@@ -67,16 +72,15 @@ def _pretrain(out_dir, steps, batch_size, lr, seed, workers, warmup, log_every, 
     _check_collator(collate, [data[i] for i in range(8)])
     loader = torch.utils.data.DataLoader(data, batch_size=batch_size, num_workers=workers,
                                          collate_fn=collate, prefetch_factor=4 if workers else None,
-                                         persistent_workers=workers > 0, pin_memory=device == "cuda")
+                                         persistent_workers=workers > 0, pin_memory=cuda)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05},
                              {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.98))
     total = [steps]  # a list: the time budget may shorten the cosine after step 50
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) * (
-        0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total[0])))))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, warmup, total[0]))
     log, start, step, waited = [], time.time(), 0, 0.0
-    amp = (torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda"
+    amp = (torch.autocast("cuda", dtype=torch.bfloat16) if cuda
            else torch.autocast("cpu", enabled=False))
     probes = ({s // log_every * log_every for s in (total[0] // 3, 2 * total[0] // 3)}
               if eval_every is None else set())
@@ -95,17 +99,20 @@ def _pretrain(out_dir, steps, batch_size, lr, seed, workers, warmup, log_every, 
             entry = {"step": step, "loss": round(loss.item(), 4), "grad_norm": round(norm.item(), 3),
                      "lr": sched.get_last_lr()[0], "seconds": round(time.time() - start, 1),
                      "data_wait": round(waited, 1)}
-            if step in probes or (eval_every and step % eval_every == 0):
-                entry["cell_accuracy"] = reading_accuracy(model, processor, n=32,
-                                                          device=device)["cell_accuracy"]
+            log.append(entry)
+            print(json.dumps(entry), flush=True)
+        if step in probes or (eval_every and step % eval_every == 0):
+            entry = {"step": step, "cell_accuracy": reading_accuracy(
+                model, processor, n=32, device=device)["cell_accuracy"]}
             log.append(entry)
             print(json.dumps(entry), flush=True)
         if step == 10:
             t10 = time.time()
-        if step == 50 and time_budget:
+        if step == 50 and time_budget is not None:
             rate = 40 / (time.time() - t10)
             total[0] = min(steps, int(50 + rate * (time_budget - (time.time() - start))))
-            probes = {s // log_every * log_every for s in (total[0] // 3, 2 * total[0] // 3)}
+            if eval_every is None:
+                probes = {s // log_every * log_every for s in (total[0] // 3, 2 * total[0] // 3)}
             print(json.dumps({"steps_per_second": round(rate, 2), "total_steps": total[0]}), flush=True)
         if step >= total[0]:
             break
@@ -113,9 +120,12 @@ def _pretrain(out_dir, steps, batch_size, lr, seed, workers, warmup, log_every, 
     seconds = time.time() - start
     acc = reading_accuracy(model, processor, device=device)
     print(json.dumps({"steps": step, "seconds": round(seconds, 1), **acc}), flush=True)
-    summary = {"init": str(init) if init else None, "steps": step, "data_wait_seconds": round(waited, 1), "batch_size": batch_size, "lr": lr, "seed": seed,
-               "seconds": round(seconds, 1), "device": torch.cuda.get_device_name() if device == "cuda"
-               else "cpu", "torch": torch.__version__, "log": log, **acc}
+    summary = {"init": str(init) if init else None, "steps": step,
+               "data_wait_seconds": round(waited, 1), "batch_size": batch_size, "lr": lr,
+               "seed": seed, "time_budget": time_budget, "total_steps": total[0],
+               "seconds": round(seconds, 1),
+               "device": torch.cuda.get_device_name(device) if cuda else "cpu",
+               "torch": torch.__version__, "log": log, **acc}
     model.to("cpu").to(torch.bfloat16)
     with atomic_dir(out_dir) as tmp:  # a complete checkpoint or none
         model.save_pretrained(tmp, safe_serialization=True)
@@ -124,13 +134,29 @@ def _pretrain(out_dir, steps, batch_size, lr, seed, workers, warmup, log_every, 
     return summary
 
 
+def lr_factor(step: int, warmup: int, total: int) -> float:
+    """Learning-rate multiplier: linear warmup to 1 at `warmup`, then a cosine to 0.1 at `total`
+    (before `warmup` it does not depend on `total`)."""
+    decay = min(1.0, max(0, step - warmup) / max(1, total - warmup))
+    return min(1.0, (step + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * decay)))
+
+
 def _load_init(path: str | Path, model):
     """`model` with the weights of the mini checkpoint at `path` (float32)."""
     from transformers import Qwen2_5_VLForConditionalGeneration
 
+    if not (Path(path) / "config.json").is_file():
+        raise FileNotFoundError(f"--init {path}: no mini checkpoint there (no config.json)")
     loaded = Qwen2_5_VLForConditionalGeneration.from_pretrained(path, dtype=torch.float32)
-    if loaded.config.to_dict()["text_config"]["hidden_size"] != model.config.text_config.hidden_size:
-        raise ValueError(f"{path} is not a checkpoint of the mini shape")
+    want, got = model.config.to_dict(), loaded.config.to_dict()
+    keys = [("text_config", k) for k in MINI["text"]] + [("vision_config", k) for k in MINI["vision"]]
+    keys += [("text_config", "vocab_size")] + [(None, k) for k in (
+        "image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")]
+    wrong = [f"{part or ''}.{k}" for part, k in keys
+             if (want[part] if part else want).get(k) != (got[part] if part else got).get(k)]
+    if wrong:  # another shape, or a tokenizer whose ids have changed since
+        raise ValueError(f"--init {path} is not a checkpoint of this mini shape and tokenizer: "
+                         f"{', '.join(wrong)} differ")
     return loaded
 
 
@@ -149,7 +175,7 @@ def run(args: argparse.Namespace) -> dict:
     """`pretrain` with the options of `add_arguments`."""
     return pretrain(args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                     workers=args.workers, time_budget=args.time_budget, seed=args.seed,
-                    device=args.device, init=args.init)
+                    device=args.device, init=args.init, eval_every=args.eval_every)
 
 
 def main(argv=None) -> dict:

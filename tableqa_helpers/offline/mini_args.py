@@ -1,5 +1,6 @@
 """The command-line options of mini-base pretraining: one list for
-``python -m tableqa_helpers.train.pretrain`` and the `pretrain-mini` subcommand."""
+``python -m tableqa_helpers.train.pretrain`` and the `pretrain-mini` subcommand. Here, beside
+`offline.mini`, because the command line imports it and must not import torch to do so."""
 from __future__ import annotations
 
 import argparse
@@ -15,6 +16,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--time-budget", type=float, default=None,
                    help="seconds of training; fixes the step count after step 50")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--init", default=None, help="mini checkpoint to continue from")
+    p.add_argument("--init", default=None, help="mini checkpoint to continue from (its weights; "
+                   "a new optimizer and warmup)")
+    p.add_argument("--eval-every", type=int, default=None,
+                   help="steps between cell-accuracy probes (default: at 1/3 and 2/3)")
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     return p
