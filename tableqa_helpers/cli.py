@@ -160,8 +160,7 @@ def main(argv=None):
     p.add_argument("--validation", type=int, default=20)
     p.add_argument("--test", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
-    # the options of tableqa_helpers.train.pretrain.add_arguments, declared here so that the
-    # command line starts without torch (tests/test_pretrain_mini.py keeps the two the same)
+    # the same option list as python -m tableqa_helpers.train.pretrain (offline.mini_args)
     pretrain_arguments(add("pretrain-mini", cmd_pretrain_mini,
                            "pretrain the mini base on the reading curriculum", profile=False))
     add("prepare", cmd_prepare, "build the stand-ins the profile needs")

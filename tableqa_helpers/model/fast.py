@@ -1,4 +1,5 @@
-"""Speed-ups that keep the math: grouped window attention, SDPA kernels, compiled blocks.
+"""Speed-ups that keep the math: grouped window attention, SDPA kernels, compiled blocks
+(and `use_linear_patch_embed`, the patch embedding as one matrix product).
 
 Grouped window attention
 ------------------------
