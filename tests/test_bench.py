@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,3 +50,27 @@ def test_limited_signals_only_what_it_started(tmp_path):
     finally:
         decoy.kill()
         decoy.wait()
+
+
+def test_reading_onset_proxy_runs_and_reports(tmp_path):
+    """bench/reading_onset.py (the proxy behind docs/mini-base.md's sweep): a few steps on the
+    CPU, one JSON line per event, the final one with the held-out accuracy and the knobs."""
+    import random
+
+    from bench import reading_onset
+
+    args = SimpleNamespace(digits=4, font=20, position="random")
+    image, number = reading_onset.sample(random.Random(0), args)
+    assert image.size == (224, 224) and len(number) == 4 and number.isdigit()
+    assert image.convert("L").getextrema()[0] < 128  # the number is drawn
+    run = subprocess.run([sys.executable, "-m", "bench.reading_onset", "--name", "t", "--seconds",
+                          "1", "--batch-size", "2", "--digits", "2", "--init-range", "0.02", "--eval", "2"],
+                         cwd=ROOT, text=True, capture_output=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    final = json.loads(run.stdout.strip().splitlines()[-1])
+    assert final["final"] and final["steps"] >= 1 and final["last_loss"] > 0
+    assert final["accuracy"] in (0.0, 0.5, 1.0)  # of 2 pages
+    too_big = subprocess.run([sys.executable, "-m", "bench.reading_onset", "--name", "t",
+                              "--digits", "9", "--font", "40"], cwd=ROOT, text=True,
+                             capture_output=True, timeout=120)
+    assert too_big.returncode == 2 and "do not fit a 224-pixel page" in too_big.stderr

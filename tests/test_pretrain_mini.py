@@ -9,8 +9,9 @@ import sys
 
 import pytest
 
-from tableqa_helpers.offline.mini import (TABLE, ReadingCollator, ReadingSet, build_mini_untrained,
-                                          chat_messages, reading_turns)
+from tableqa_helpers.offline.mini import (LINES_ASK, TABLE, LineSet, ReadingCollator, ReadingSet,
+                                          _mini_table, build_mini_untrained, chat_messages,
+                                          reading_turns)
 from tableqa_helpers.offline.render import render_table
 from tableqa_helpers.offline.tables import make_table
 
@@ -42,10 +43,44 @@ def test_reading_set_is_deterministic():
     assert kinds == {"text", "image"}
     assert _freeze(ReadingSet(40, seed=4)[1]) != _freeze(a[1])
     sample = next(a[i] for i in range(40) if "image" in a[i])
-    assert 2 <= len(sample["turns"]) <= 4 and all(q and ans for q, ans in sample["turns"])
+    assert 2 <= len(sample["turns"]) <= 6 and all(q and ans for q, ans in sample["turns"])
     assert sample["image"].mode == "RGB" and sample["image"].height >= TABLE["min_height"]
     r, g, bl = sample["image"].split()
     assert r.tobytes() == g.tobytes() == bl.tobytes()  # grayscale page
+
+
+def test_line_set_draws_strings_of_a_mini_table():
+    from tableqa_helpers.offline.tables import cell_texts
+
+    a, b = LineSet(300, seed=3), LineSet(300, seed=3)
+    counts = set()
+    for i in range(0, 300, 7):
+        sample = a[i]
+        assert _freeze(sample) == _freeze(b[i])  # (seed, i) fixes the page
+        header, body, _ = cell_texts(_mini_table(random.Random(f"mini-lines/3/{i}"), i))
+        (ask, answer), = sample["turns"]
+        lines = answer.split("\n")
+        assert ask == LINES_ASK and 1 <= len(lines) <= 3 and all(lines)
+        assert set(lines) <= set(header) | {c for row in body for c in row}
+        counts.add(len(lines))
+        page = sample["image"]
+        assert page.width in (224, 280, 336, 392, 448) and page.height in (224, 280, 336)
+        assert page.convert("L").getextrema() == (0, 255)  # black ink on white
+    assert counts == {1, 2, 3}
+    assert _freeze(LineSet(10, seed=4)[1]) != _freeze(a[1])
+
+
+def test_lines_accuracy_asks_about_held_out_pages(mini, monkeypatch):
+    from tableqa_helpers.offline import mini as module
+
+    model, processor = mini
+    rng = random.Random("mini-lines-eval/7")
+    pages = [module.draw_lines(rng, 7 + i) for i in range(3)]
+    answers = iter(["\n".join(pages[0][1]), "wrong", "\n".join(pages[2][1])])
+    monkeypatch.setattr(module, "generate_answer", lambda *a, **k: next(answers))
+    acc = module.lines_accuracy(model, processor, n=3, seed=7)
+    assert acc["line_accuracy"] == pytest.approx(2 / 3)
+    assert [want for _, want, _ in acc["examples"]] == ["\n".join(t) for _, t in pages]
 
 
 def test_reading_turns_transcribe_the_table():
@@ -53,10 +88,15 @@ def test_reading_turns_transcribe_the_table():
 
     table = make_table(random.Random(0), 0, rows=TABLE["rows"], cols=TABLE["cols"])
     header, body, totals = cell_texts(table)
-    kinds = 11 + bool(table["legend"]) + bool(totals) + bool(table["groups"])
+    kinds = 12 + bool(table["legend"]) + bool(totals) + bool(table["groups"])
     turns = dict(reading_turns(table, random.Random(1), 99))  # every kind once (cells 4 times)
     assert len(reading_turns(table, random.Random(1), 99)) == kinds
     assert turns["Transcribe the header row."] == " | ".join(header)
+    whole = turns["Transcribe the table, one row per line."].split("\n")
+    assert len(whole) == 1 + len(table["rows"]) + bool(totals)
+    assert whole[0].startswith(table["key_name"] + " | ") and whole[0].count(" | ") == len(body[0]) - 1
+    assert [line.split(" | ")[0] for line in whole[1:1 + len(body)]] == [r["key"] for r in table["rows"]]
+    assert all(line.split(" | ")[1:] == row[1:] for line, row in zip(whole[1:], body))
     assert turns[f"List the entries of the {table['key_name']} column."] == ", ".join(
         row[0] for row in body)
     cells = {ans for q, ans in turns.items() if q.startswith("Transcribe the cell")}
@@ -134,6 +174,23 @@ def test_probes_follow_eval_every_and_init_continues(tmp_path, monkeypatch):
     assert second["init"] == str(tmp_path / "a") and second["steps"] == 2
 
 
+def test_lines_stage_probes_line_accuracy(tmp_path, monkeypatch):
+    from tableqa_helpers.train import pretrain as module
+
+    probed = []
+    monkeypatch.setattr(module, "reading_accuracy", None)  # the tables' probe must not be used
+    monkeypatch.setattr(module, "lines_accuracy", lambda model, processor, n=64, device="cpu":
+                        probed.append(n) or {"line_accuracy": 0.25, "examples": []})
+    summary = module.pretrain(tmp_path / "l", steps=2, batch_size=2, workers=0, warmup=1,
+                              eval_every=1, device="cpu", stage="lines")
+    assert summary["stage"] == "lines" and summary["line_accuracy"] == 0.25
+    assert [e["step"] for e in summary["log"] if "line_accuracy" in e] == [1, 2]
+    assert probed == [32, 32, 64]
+    with pytest.raises(ValueError, match="unknown stage 'words'"):
+        module.pretrain(tmp_path / "w", steps=2, device="cpu", stage="words")
+    assert not (tmp_path / "w").exists()
+
+
 def test_init_rejects_what_is_not_a_mini_checkpoint(tmp_path, standins):
     from tableqa_helpers.config import get_config
     from tableqa_helpers.train.pretrain import pretrain
@@ -175,16 +232,19 @@ def test_cli_and_module_call_pretrain_alike(monkeypatch, capsys):
     calls = []
     monkeypatch.setattr(module, "pretrain", lambda *a, **k: calls.append((a, k)) or {"log": []})
     argv = ["OUT", "--steps", "7", "--batch-size", "2", "--lr", "0.01", "--workers", "1",
-            "--time-budget", "9", "--seed", "5", "--device", "cpu", "--init", "X", "--eval-every", "3"]
+            "--time-budget", "9", "--seed", "5", "--device", "cpu", "--init", "X", "--eval-every", "3",
+            "--stage", "lines"]
     module.main(argv)
     cli.main(["pretrain-mini", *argv])
     assert len(calls) == 2 and calls[0] == calls[1]
     assert calls[0][1]["steps"] == 7 and calls[0][1]["time_budget"] == 9.0
     assert calls[0][1]["init"] == "X" and calls[0][1]["eval_every"] == 3
+    assert calls[0][1]["stage"] == "lines"
     # the same options and defaults in both parsers
     module.main(["OUT"])
     cli.main(["pretrain-mini", "OUT"])
     assert calls[2] == calls[3] and calls[2][1]["steps"] == 3000
+    assert calls[2][1]["stage"] == "tables"
 
 
 # ---- the table knobs ------------------------------------------------------------------------

@@ -1,9 +1,11 @@
 """Pretraining the mini base: a small Qwen2.5-VL that can read tables but knows no QA format.
 
-The curriculum ("reading school"): every sample is one synthetic table rendered in grayscale
-and a chat of several reading turns (transcribe the title, the header, a row, a column, one
-cell, the row names, the legend's text...), plus plain-text documents from the stand-in corpus
-so the language model knows the words. It never sees a question of Visual-TableQA's kind, a
+The curriculum ("reading school") has two stages. `LineSet`: a few strings of a table drawn
+on a page, transcribed top to bottom (the glyphs, where they are large and alone).
+`ReadingSet`: one synthetic table rendered in grayscale and a chat of several reading turns
+(the whole table, the title, the header, a row, a column, one cell, the row names, the
+legend's text...), plus plain-text documents from the stand-in corpus so the language model
+knows the words. It never sees a question of Visual-TableQA's kind, a
 step-by-step answer or a colour: Tier A teaches the former, Tier B the latter.
 
 The training loop is `tableqa_helpers.train.pretrain` (it needs the model layer's fast vision
@@ -15,10 +17,10 @@ from __future__ import annotations
 import random
 
 import torch
-from PIL import ImageOps
+from PIL import Image, ImageDraw, ImageOps
 
 from .dataset import corpus_sentences
-from .render import render_table
+from .render import _font, render_table
 from .tables import cell_texts, header_text, make_table
 
 # The mini base's shape: the 7B's module tree, scaled down (head_dim 80 in the vision tower as
@@ -26,7 +28,7 @@ from .tables import cell_texts, header_text, make_table
 MINI = dict(
     text=dict(hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=4,
               num_key_value_heads=2, max_position_embeddings=4096, rms_norm_eps=1e-6,
-              rope_theta=1e6, mrope_section=[8, 12, 12], initializer_range=0.02),
+              rope_theta=1e6, mrope_section=[8, 12, 12], initializer_range=0.1),
     vision=dict(depth=4, hidden_size=160, intermediate_size=640, num_heads=2, out_hidden_size=256,
                 fullatt_block_indexes=[1, 3], window_size=112, patch_size=14, spatial_merge_size=2,
                 temporal_patch_size=2, tokens_per_second=2, in_chans=3),
@@ -46,7 +48,7 @@ def reading_turns(table: dict, rng: random.Random, k: int) -> list[tuple[str, st
     header, body, totals = cell_texts(table)
     rows, ncols = table["rows"], len(table["columns"])
     out = []
-    kinds = ["cell"] * 4 + ["row"] * 2 + ["column"] * 2 + ["header", "keys", "title"]
+    kinds = ["cell"] * 4 + ["row"] * 2 + ["column"] * 2 + ["table", "header", "keys", "title"]
     kinds += ["legend"] if table["legend"] else []
     kinds += ["totals"] if totals else []
     kinds += ["groups"] if table["groups"] else []
@@ -60,6 +62,10 @@ def reading_turns(table: dict, rng: random.Random, k: int) -> list[tuple[str, st
         elif kind == "column":
             out.append((f"Transcribe the column {header_text(table, c)}, top to bottom.",
                         "; ".join(f"{row[0]}: {row[c + 1]}" for row in body)))
+        elif kind == "table":  # the densest turn: every cell, in reading order
+            lines = [header] + body + ([totals] if totals else [])
+            out.append(("Transcribe the table, one row per line.",
+                        "\n".join(" | ".join(line) for line in lines)))
         elif kind == "header":
             out.append(("Transcribe the header row.", " | ".join(header)))
         elif kind == "keys":
@@ -82,7 +88,7 @@ def reading_turns(table: dict, rng: random.Random, k: int) -> list[tuple[str, st
 class ReadingSet(torch.utils.data.Dataset):
     """Sample i of the curriculum depends only on (seed, i): the same data on any machine."""
 
-    def __init__(self, n: int, seed: int = 0, text_fraction: float = 0.2, turns: int = 4):
+    def __init__(self, n: int, seed: int = 0, text_fraction: float = 0.2, turns: int = 6):
         self.n, self.seed, self.text_fraction, self.turns = n, seed, text_fraction, turns
         self.sentences = corpus_sentences(4000, seed=seed + 1)
 
@@ -97,6 +103,49 @@ class ReadingSet(torch.utils.data.Dataset):
         table = _mini_table(rng, i)
         image = ImageOps.grayscale(render_table(table)).convert("RGB")
         return {"image": image, "turns": reading_turns(table, rng, rng.randint(2, self.turns))}
+
+
+LINES_ASK = "Transcribe the text, top to bottom."
+
+
+def draw_lines(rng: random.Random, index: int) -> tuple[Image.Image, list[str]]:
+    """A white page with 1 to 3 strings of a mini table (row keys, values, column headers) drawn
+    at random places in 16- to 40-pixel DejaVu, and the strings top to bottom.
+
+    index: the table's number (its table_id), as `make_table` takes it.
+    """
+    header, body, _ = cell_texts(_mini_table(rng, index))
+    pool = [c for row in body for c in row] + header
+    width, height = rng.choice((224, 280, 336, 392, 448)), rng.choice((224, 280, 336))
+    page = Image.new("L", (width, height), 255)
+    draw, texts, y = ImageDraw.Draw(page), [], rng.randint(4, 24)
+    for text in rng.sample(pool, rng.randint(1, 3)):
+        family, face = rng.choice(("serif", "sans")), rng.choice(("regular", "bold"))
+        size = rng.randint(16, 40)
+        size = min(size, int(size * (width - 8) / _font(family, face, size).getlength(text)))
+        font = _font(family, face, size)  # as large as drawn, or as large as fits the width
+        if size < 12 or y + size * 1.3 > height:
+            break
+        draw.text((rng.uniform(4, max(4, width - 4 - font.getlength(text))), y), text, fill=0,
+                  font=font)
+        texts.append(text)
+        y += round(size * rng.uniform(1.4, 2.5))
+    return page.convert("RGB"), texts
+
+
+class LineSet(torch.utils.data.Dataset):
+    """The first school stage: a few strings on a page, transcribed top to bottom. Sample i
+    depends only on (seed, i). A fresh mini learns to read here before it meets whole tables."""
+
+    def __init__(self, n: int, seed: int = 0):
+        self.n, self.seed = n, seed
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> dict:
+        image, texts = draw_lines(random.Random(f"mini-lines/{self.seed}/{i}"), i)
+        return {"image": image, "turns": [(LINES_ASK, "\n".join(texts))]}
 
 
 def chat_messages(turns: list[tuple[str, str]]) -> list[dict]:
@@ -218,15 +267,19 @@ def pixel_values(batch: dict, image_processor, device) -> dict:
     return batch
 
 
-def build_mini_untrained(seed: int = 0, min_tokens: int = MIN_TOKENS, max_tokens: int = MAX_TOKENS):
-    """(model, processor) of the mini shape with fresh weights (deterministic in `seed`)."""
+def build_mini_untrained(seed: int = 0, min_tokens: int = MIN_TOKENS, max_tokens: int = MAX_TOKENS,
+                         shape: dict | None = None):
+    """(model, processor) of the mini shape with fresh weights (deterministic in `seed`).
+
+    shape: another shape dict like `MINI` (for experiments such as bench/reading_onset.py).
+    """
     from transformers import Qwen2_5_VLForConditionalGeneration
 
     from .standin import build_processor, make_config, token_ids
 
     processor = build_processor(min_pixels=min_tokens * 784, max_pixels=max_tokens * 784)
     tok = processor.tokenizer
-    config = make_config(MINI, token_ids(tok), vocab_size=len(tok))
+    config = make_config(shape or MINI, token_ids(tok), vocab_size=len(tok))
     torch.manual_seed(seed)
     return Qwen2_5_VLForConditionalGeneration(config).to(torch.float32), processor
 
@@ -241,17 +294,38 @@ def reading_accuracy(model, processor, n: int = 64, seed: int = 10 ** 6, device=
         table = _mini_table(rng, seed + i)
         image = ImageOps.grayscale(render_table(table)).convert("RGB")
         ask, want = _cell_turn(table, rng)
-        msgs = chat_messages([(ask, "")])[:1]
-        text = processor.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-        enc = processor(text=[text], images=[image], return_tensors="pt").to(device)
-        out = model.generate(**enc, max_new_tokens=24, do_sample=False,
-                             eos_token_id=processor.tokenizer.convert_tokens_to_ids("<|im_end|>"))
-        got = processor.tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-        right += got.strip() == want
+        got = generate_answer(model, processor, image, ask, device, max_new_tokens=24)
+        right += got == want
         if len(shown) < 6:
-            shown.append((ask, want, got.strip()))
+            shown.append((ask, want, got))
     model.train()
     return {"cell_accuracy": right / n, "examples": shown}
+
+
+@torch.no_grad()
+def lines_accuracy(model, processor, n: int = 64, seed: int = 10 ** 6, device="cpu") -> dict:
+    """Greedy transcription of `n` held-out pages of `draw_lines`: share exactly right, examples."""
+    rng, right, shown = random.Random(f"mini-lines-eval/{seed}"), 0, []
+    model.eval()
+    for i in range(n):
+        image, texts = draw_lines(rng, seed + i)
+        got = generate_answer(model, processor, image, LINES_ASK, device, max_new_tokens=48)
+        right += got == "\n".join(texts)
+        if len(shown) < 6:
+            shown.append((LINES_ASK, "\n".join(texts), got))
+    model.train()
+    return {"line_accuracy": right / n, "examples": shown}
+
+
+def generate_answer(model, processor, image, ask: str, device, max_new_tokens: int) -> str:
+    """The model's greedy answer (stripped) to `ask` about `image`, as a one-turn chat."""
+    msgs = chat_messages([(ask, "")])[:1]
+    text = processor.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    enc = processor(text=[text], images=[image], return_tensors="pt").to(device)
+    out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                         eos_token_id=processor.tokenizer.convert_tokens_to_ids("<|im_end|>"))
+    return processor.tokenizer.decode(out[0, enc["input_ids"].shape[1]:],
+                                      skip_special_tokens=True).strip()
 
 
 def _cell_turn(table: dict, rng: random.Random) -> tuple[str, str]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+STAGES = ("lines", "tables")  # school stages: strings on a page (glyphs), then whole tables
+
 
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The command-line options of `pretrain` (also the `pretrain-mini` subcommand's)."""
@@ -19,6 +21,10 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--init", default=None, help="mini checkpoint to continue from (its weights; "
                    "a new optimizer and warmup)")
     p.add_argument("--eval-every", type=int, default=None,
-                   help="steps between cell-accuracy probes (default: at 1/3 and 2/3)")
+                   help="steps between accuracy probes: cells for tables, pages for lines "
+                   "(default: at 1/3 and 2/3)")
+    p.add_argument("--stage", choices=STAGES, default="tables",
+                   help="lines: strings on a page, from scratch; tables: whole tables, usually "
+                   "with --init from a lines checkpoint")
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     return p

@@ -18,28 +18,33 @@ from pathlib import Path
 import torch
 
 from ..io import atomic_dir
-from ..offline.mini_args import add_arguments
+from ..offline.mini_args import STAGES, add_arguments
 from ..model.fast import sdpa_without_cudnn, use_grouped_vision_attention, use_linear_patch_embed
-from ..offline.mini import (MINI, ReadingCollator, ReadingSet, build_mini_untrained, pixel_values,
-                            reading_accuracy)
+from ..offline.mini import (MINI, LineSet, ReadingCollator, ReadingSet, build_mini_untrained,
+                            lines_accuracy, pixel_values, reading_accuracy)
 
 
 def pretrain(out_dir: str | Path, steps: int = 3000, batch_size: int = 64, lr: float = 1.5e-3,
              seed: int = 0, workers: int = 8, warmup: int = 200, log_every: int = 50,
              time_budget: float | None = None, device: str | None = None,
-             eval_every: int | None = None, init: str | Path | None = None) -> dict:
+             eval_every: int | None = None, init: str | Path | None = None,
+             stage: str = "tables") -> dict:
     """Pretrain the mini base on the reading curriculum and save it to `out_dir`.
 
     time_budget: seconds of training; the step count is then fixed after step 50 from the
     measured speed (at most `steps`) and logged as ``total_steps``, so `--steps N` repeats the
     run exactly: the learning rate only warms up before step `warmup` (at least 50 then), and
     the cosine that follows depends on the total.
-    eval_every: steps between reading-accuracy probes (32 tables; default: at 1/3 and 2/3).
+    eval_every: steps between accuracy probes (32 tables or pages; default: at 1/3 and 2/3).
     init: a mini checkpoint to continue from (a later stage of the curriculum; give it another
     `seed` so it sees new tables) instead of fresh weights.
+    stage: "lines" (a few strings on a page, `offline.mini.LineSet`) or "tables" (the reading
+    curriculum, `offline.mini.ReadingSet`); each is probed with its own transcription accuracy.
     Returns the summary also written to ``out_dir/pretrain_log.json``.
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; expected one of {', '.join(STAGES)}")
     if steps < 1 or warmup < 1 or (time_budget is not None and warmup < 50):
         raise ValueError(f"pretrain needs steps >= 1 and warmup >= 1 (>= 50 with a time budget); "
                          f"got steps={steps}, warmup={warmup}")
@@ -53,13 +58,13 @@ def pretrain(out_dir: str | Path, steps: int = 3000, batch_size: int = 64, lr: f
     try:
         with sdpa_without_cudnn():  # every batch of tables has new shapes (see model.fast)
             return _pretrain(out_dir, steps, batch_size, lr, seed, workers, warmup, log_every,
-                             time_budget, device, eval_every, init)
+                             time_budget, device, eval_every, init, stage)
     finally:
         torch.set_num_threads(threads)
 
 
 def _pretrain(out_dir, steps, batch_size, lr, seed, workers, warmup, log_every, time_budget,
-              device, eval_every, init) -> dict:
+              device, eval_every, init, stage) -> dict:
     torch.manual_seed(seed)
     cuda = device.type == "cuda"
     model, processor = build_mini_untrained(seed)
@@ -68,7 +73,9 @@ def _pretrain(out_dir, steps, batch_size, lr, seed, workers, warmup, log_every, 
     use_grouped_vision_attention(model)
     use_linear_patch_embed(model)
     model.to(device).train()
-    data, collate = ReadingSet(steps * batch_size, seed=seed), ReadingCollator(processor)
+    dataset, accuracy = ((LineSet, lines_accuracy) if stage == "lines"
+                         else (ReadingSet, reading_accuracy))
+    data, collate = dataset(steps * batch_size, seed=seed), ReadingCollator(processor)
     _check_collator(collate, [data[i] for i in range(8)])
     loader = torch.utils.data.DataLoader(data, batch_size=batch_size, num_workers=workers,
                                          collate_fn=collate, prefetch_factor=4 if workers else None,
@@ -102,8 +109,8 @@ def _pretrain(out_dir, steps, batch_size, lr, seed, workers, warmup, log_every, 
             log.append(entry)
             print(json.dumps(entry), flush=True)
         if step in probes or (eval_every and step % eval_every == 0):
-            entry = {"step": step, "cell_accuracy": reading_accuracy(
-                model, processor, n=32, device=device)["cell_accuracy"]}
+            entry = {"step": step, **{k: v for k, v in accuracy(
+                model, processor, n=32, device=device).items() if k != "examples"}}
             log.append(entry)
             print(json.dumps(entry), flush=True)
         if step == 10:
@@ -118,9 +125,9 @@ def _pretrain(out_dir, steps, batch_size, lr, seed, workers, warmup, log_every, 
             break
         ready = time.time()
     seconds = time.time() - start
-    acc = reading_accuracy(model, processor, device=device)
+    acc = accuracy(model, processor, device=device)
     print(json.dumps({"steps": step, "seconds": round(seconds, 1), **acc}), flush=True)
-    summary = {"init": str(init) if init else None, "steps": step,
+    summary = {"stage": stage, "init": str(init) if init else None, "steps": step,
                "data_wait_seconds": round(waited, 1), "batch_size": batch_size, "lr": lr,
                "seed": seed, "time_budget": time_budget, "total_steps": total[0],
                "seconds": round(seconds, 1),
@@ -175,7 +182,8 @@ def run(args: argparse.Namespace) -> dict:
     """`pretrain` with the options of `add_arguments`."""
     return pretrain(args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                     workers=args.workers, time_budget=args.time_budget, seed=args.seed,
-                    device=args.device, init=args.init, eval_every=args.eval_every)
+                    device=args.device, init=args.init, eval_every=args.eval_every,
+                    stage=args.stage)
 
 
 def main(argv=None) -> dict:
