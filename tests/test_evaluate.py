@@ -6,7 +6,7 @@ import json
 import math
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from tableqa_helpers import evaluate as ev
@@ -220,6 +220,7 @@ def test_metric_properties(a, b):
 
 @settings(max_examples=300, deadline=None)
 @given(st.text(max_size=60))
+@example("_ONE")  # found by CI: the underscore went after the number words, "one" then became 1
 def test_normalize_is_idempotent_and_total(text):
     n = normalize(text)
     assert normalize(n) == n

@@ -31,6 +31,7 @@ def normalize(text: str) -> str:
     """
     t = _strip_markdown(text or "")
     t = t.replace("\u2212", "-").replace("\u00a0", " ").replace("\u202f", " ").lower()
+    t = t.replace("_", " ")  # before the number words: "_one" is the word "one" once "_" goes
     t = _words_to_digits(t)
     t = re.sub(r"(?<=\d),(?=\d{3}(?!\d))", "", t)
     t = re.sub(r"(?<=\d)\s*(?:percent|per cent)\b", "%", t)
