@@ -50,6 +50,8 @@ def main(argv=None) -> None:
     p.add_argument("--font", type=int, default=40, help="pixels")
     p.add_argument("--digits", type=int, default=3)
     p.add_argument("--eval", type=int, default=64, help="pages transcribed at the end")
+    p.add_argument("--vision-init", default=None,
+                   help="a mini checkpoint whose vision tower to start from (e.g. the glyph stage's)")
     args = p.parse_args(argv)
     if args.digits * args.font * 0.65 > 216 or args.font * 1.2 > 216:
         p.error(f"{args.digits} digits at {args.font} px do not fit a 224-pixel page")
@@ -64,6 +66,12 @@ def main(argv=None) -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(0)
     model, proc = mini.build_mini_untrained(0, shape=shape)
+    if args.vision_init:
+        from transformers import Qwen2_5_VLForConditionalGeneration
+
+        trained = Qwen2_5_VLForConditionalGeneration.from_pretrained(args.vision_init,
+                                                                     dtype=torch.float32)
+        model.model.visual.load_state_dict(trained.model.visual.state_dict())
     use_grouped_vision_attention(model)
     use_linear_patch_embed(model)
     model.to(device).train()

@@ -1,7 +1,8 @@
 """Pretraining the mini base: a small Qwen2.5-VL that can read tables but knows no QA format.
 
-The curriculum ("reading school") has two stages. `LineSet`: a few strings of a table drawn
-on a page, transcribed top to bottom (the glyphs, where they are large and alone).
+The curriculum ("reading school") has three stages. `offline.glyphs`: the vision tower alone
+learns glyphs from dense per-token labels. `LineSet`: a few strings of a table drawn on a page,
+transcribed top to bottom (the language model learns to read with those glyphs).
 `ReadingSet`: one synthetic table rendered in grayscale and a chat of several reading turns
 (the whole table, the title, the header, a row, a column, one cell, the row names, the
 legend's text...), plus plain-text documents from the stand-in corpus so the language model

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-STAGES = ("lines", "tables")  # school stages: strings on a page (glyphs), then whole tables
+STAGES = ("glyphs", "lines", "tables")  # school stages: dense glyph labels, strings, tables
 
 
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -22,9 +22,10 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    "a new optimizer and warmup)")
     p.add_argument("--eval-every", type=int, default=None,
                    help="steps between accuracy probes: cells for tables, pages for lines "
-                   "(default: at 1/3 and 2/3)")
+                   "and glyphs (default: at 1/3 and 2/3)")
     p.add_argument("--stage", choices=STAGES, default="tables",
-                   help="lines: strings on a page, from scratch; tables: whole tables, usually "
-                   "with --init from a lines checkpoint")
+                   help="glyphs: the vision tower alone on dense glyph labels, from scratch; "
+                   "lines: strings on a page; tables: whole tables; each later stage usually "
+                   "with --init from the one before")
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     return p

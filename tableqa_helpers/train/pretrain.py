@@ -20,6 +20,7 @@ import torch
 from ..io import atomic_dir
 from ..offline.mini_args import STAGES, add_arguments
 from ..model.fast import sdpa_without_cudnn, use_grouped_vision_attention, use_linear_patch_embed
+from ..offline.glyphs import GlyphCollator, GlyphSet, glyph_accuracy, glyph_head, glyph_loss
 from ..offline.mini import (MINI, LineSet, ReadingCollator, ReadingSet, build_mini_untrained,
                             lines_accuracy, pixel_values, reading_accuracy)
 
@@ -38,8 +39,10 @@ def pretrain(out_dir: str | Path, steps: int = 3000, batch_size: int = 64, lr: f
     eval_every: steps between accuracy probes (32 tables or pages; default: at 1/3 and 2/3).
     init: a mini checkpoint to continue from (a later stage of the curriculum; give it another
     `seed` so it sees new tables) instead of fresh weights.
-    stage: "lines" (a few strings on a page, `offline.mini.LineSet`) or "tables" (the reading
-    curriculum, `offline.mini.ReadingSet`); each is probed with its own transcription accuracy.
+    stage: "glyphs" (the vision tower alone, on dense per-token glyph labels,
+    `offline.glyphs`), "lines" (a few strings on a page, `offline.mini.LineSet`) or "tables"
+    (the reading curriculum, `offline.mini.ReadingSet`); glyphs is probed by glyph recall, the
+    others by their transcription accuracy.
     Returns the summary also written to ``out_dir/pretrain_log.json``.
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -73,15 +76,21 @@ def _pretrain(out_dir, steps, batch_size, lr, seed, workers, warmup, log_every, 
     use_grouped_vision_attention(model)
     use_linear_patch_embed(model)
     model.to(device).train()
-    dataset, accuracy = ((LineSet, lines_accuracy) if stage == "lines"
-                         else (ReadingSet, reading_accuracy))
-    data, collate = dataset(steps * batch_size, seed=seed), ReadingCollator(processor)
+    head = glyph_head(model).to(device) if stage == "glyphs" else None
+    dataset, accuracy = {"glyphs": (GlyphSet, lambda m, p, **kw: glyph_accuracy(m, head, p, **kw)),
+                         "lines": (LineSet, lines_accuracy),
+                         "tables": (ReadingSet, reading_accuracy)}[stage]
+    data = dataset(steps * batch_size, seed=seed)
+    collate = (GlyphCollator if stage == "glyphs" else ReadingCollator)(processor)
     _check_collator(collate, [data[i] for i in range(8)])
     loader = torch.utils.data.DataLoader(data, batch_size=batch_size, num_workers=workers,
                                          collate_fn=collate, prefetch_factor=4 if workers else None,
                                          persistent_workers=workers > 0, pin_memory=cuda)
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    # the glyph stage trains the vision tower and its head only
+    trained = (list(model.model.visual.named_parameters()) + list(head.named_parameters())
+               if head is not None else list(model.named_parameters()))
+    decay = [p for n, p in trained if p.ndim >= 2]
+    no_decay = [p for n, p in trained if p.ndim < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05},
                              {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.98))
     total = [steps]  # a list: the time budget may shorten the cosine after step 50
@@ -96,9 +105,9 @@ def _pretrain(out_dir, steps, batch_size, lr, seed, workers, warmup, log_every, 
         waited += time.time() - ready  # time spent waiting for the data loader
         batch = pixel_values(batch, processor.image_processor, device)
         with amp:
-            loss = model(**batch).loss
+            loss = model(**batch).loss if head is None else glyph_loss(model, head, batch)[0]
         loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        norm = torch.nn.utils.clip_grad_norm_([p for _, p in trained], 1.0)
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
