@@ -37,6 +37,28 @@ def sample(rng: random.Random, args) -> tuple[Image.Image, str]:
     return im, n
 
 
+def build_model(args):
+    """A fresh mini with the knobs of `args` (RoPE, init range), its vision tower taken from
+    `args.vision_init` when given; returns (model, processor)."""
+    shape = copy.deepcopy(mini.MINI)  # the knobs change this copy, never MINI itself
+    text = shape["text"]
+    if args.rope_theta is not None:
+        text["rope_theta"] = args.rope_theta
+    if args.mrope:
+        text["mrope_section"] = [int(x) for x in args.mrope.split(",")]
+    if args.init_range is not None:
+        text["initializer_range"] = args.init_range
+    torch.manual_seed(0)
+    model, proc = mini.build_mini_untrained(0, shape=shape)
+    if args.vision_init:
+        from transformers import Qwen2_5_VLForConditionalGeneration
+
+        trained = Qwen2_5_VLForConditionalGeneration.from_pretrained(args.vision_init,
+                                                                     dtype=torch.float32)
+        model.model.visual.load_state_dict(trained.model.visual.state_dict())
+    return model, proc
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--name", required=True)
@@ -55,23 +77,8 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     if args.digits * args.font * 0.65 > 216 or args.font * 1.2 > 216:
         p.error(f"{args.digits} digits at {args.font} px do not fit a 224-pixel page")
-    shape = copy.deepcopy(mini.MINI)  # the knobs change this copy, never MINI itself
-    text = shape["text"]
-    if args.rope_theta is not None:
-        text["rope_theta"] = args.rope_theta
-    if args.mrope:
-        text["mrope_section"] = [int(x) for x in args.mrope.split(",")]
-    if args.init_range is not None:
-        text["initializer_range"] = args.init_range
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    torch.manual_seed(0)
-    model, proc = mini.build_mini_untrained(0, shape=shape)
-    if args.vision_init:
-        from transformers import Qwen2_5_VLForConditionalGeneration
-
-        trained = Qwen2_5_VLForConditionalGeneration.from_pretrained(args.vision_init,
-                                                                     dtype=torch.float32)
-        model.model.visual.load_state_dict(trained.model.visual.state_dict())
+    model, proc = build_model(args)
     use_grouped_vision_attention(model)
     use_linear_patch_embed(model)
     model.to(device).train()

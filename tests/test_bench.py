@@ -74,3 +74,22 @@ def test_reading_onset_proxy_runs_and_reports(tmp_path):
                               "--digits", "9", "--font", "40"], cwd=ROOT, text=True,
                              capture_output=True, timeout=120)
     assert too_big.returncode == 2 and "do not fit a 224-pixel page" in too_big.stderr
+
+
+def test_reading_onset_takes_the_vision_tower_of_a_checkpoint(tmp_path):
+    """--vision-init DIR: the vision tower is the checkpoint's, the language model the fresh one."""
+    import torch
+
+    from bench import reading_onset
+    from tableqa_helpers.offline.mini import build_mini_untrained
+
+    trained, _ = build_mini_untrained(seed=7)
+    trained.save_pretrained(tmp_path / "ckpt")
+    knobs = dict(rope_theta=None, mrope=None, init_range=None)
+    fresh, _ = reading_onset.build_model(SimpleNamespace(**knobs, vision_init=None))
+    model, _ = reading_onset.build_model(SimpleNamespace(**knobs, vision_init=tmp_path / "ckpt"))
+    for name, p in model.model.visual.state_dict().items():
+        assert torch.equal(p, trained.model.visual.state_dict()[name]), name
+    assert not torch.equal(model.model.visual.patch_embed.proj.weight,
+                           fresh.model.visual.patch_embed.proj.weight)
+    assert torch.equal(model.lm_head.weight, fresh.lm_head.weight)
