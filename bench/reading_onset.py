@@ -24,7 +24,7 @@ from PIL import Image, ImageDraw
 
 from tableqa_helpers.model.fast import sdpa_without_cudnn, use_grouped_vision_attention, use_linear_patch_embed
 from tableqa_helpers.offline import mini
-from tableqa_helpers.offline.render import _font
+from tableqa_helpers.offline.render import dejavu_font
 
 
 def sample(rng: random.Random, args) -> tuple[Image.Image, str]:
@@ -33,7 +33,7 @@ def sample(rng: random.Random, args) -> tuple[Image.Image, str]:
     im = Image.new("RGB", (224, 224), "white")
     w, h = args.digits * args.font * 0.65, args.font * 1.2  # about the number's extent
     xy = (8, 8) if args.position == "fixed" else (rng.uniform(0, 224 - w), rng.uniform(0, 224 - h))
-    ImageDraw.Draw(im).text(xy, n, fill="black", font=_font("sans", "regular", args.font))
+    ImageDraw.Draw(im).text(xy, n, fill="black", font=dejavu_font("sans", "regular", args.font))
     return im, n
 
 

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from tableqa_helpers.offline.mini import (LINES_ASK, TABLE, LineSet, ReadingCollator, ReadingSet,
-                                          _mini_table, build_mini_untrained, chat_messages,
+                                          mini_table, build_mini_untrained, chat_messages,
                                           reading_turns)
 from tableqa_helpers.offline.render import render_table
 from tableqa_helpers.offline.tables import make_table
@@ -57,7 +57,7 @@ def test_line_set_draws_strings_of_a_mini_table():
     for i in range(0, 300, 7):
         sample = a[i]
         assert _freeze(sample) == _freeze(b[i])  # (seed, i) fixes the page
-        header, body, _ = cell_texts(_mini_table(random.Random(f"mini-lines/3/{i}"), i))
+        header, body, _ = cell_texts(mini_table(random.Random(f"mini-lines/3/{i}"), i))
         (ask, answer), = sample["turns"]
         lines = answer.split("\n")
         assert ask == LINES_ASK and 1 <= len(lines) <= 3 and all(lines)

@@ -19,8 +19,8 @@ import string
 import torch
 from PIL import Image, ImageDraw
 
-from .mini import ReadingCollator, _mini_table
-from .render import _font
+from .mini import ReadingCollator, mini_table
+from .render import dejavu_font
 from .tables import cell_texts
 
 CHARS = string.digits + string.ascii_letters + string.punctuation  # one label each
@@ -34,14 +34,14 @@ def draw_glyphs(rng: random.Random, index: int) -> tuple[Image.Image, torch.Tens
     Half the strings are a mini table's texts (index: its table_id), half random characters;
     14- to 34-pixel DejaVu serif or sans, regular or bold.
     """
-    header, body, _ = cell_texts(_mini_table(rng, index))
+    header, body, _ = cell_texts(mini_table(rng, index))
     pool = [c for row in body for c in row] + header
     width, height = rng.choice((224, 280, 336, 392, 448)), rng.choice((224, 280, 336))
     page = Image.new("L", (width, height), 255)
     draw, label = ImageDraw.Draw(page), torch.zeros(height // 28, width // 28, len(CHARS))
     y = rng.uniform(0, 16)
     while True:
-        font = _font(rng.choice(("serif", "sans")), rng.choice(("regular", "bold")),
+        font = dejavu_font(rng.choice(("serif", "sans")), rng.choice(("regular", "bold")),
                      rng.randrange(14, 35))
         if y + font.size * 1.25 > height:
             break

@@ -21,7 +21,7 @@ import torch
 from PIL import Image, ImageDraw, ImageOps
 
 from .dataset import corpus_sentences
-from .render import _font, render_table
+from .render import dejavu_font, render_table
 from .tables import cell_texts, header_text, make_table
 
 # The mini base's shape: the 7B's module tree, scaled down (head_dim 80 in the vision tower as
@@ -39,7 +39,8 @@ TABLE = dict(rows=(3, 5), cols=(2, 3), min_width=640, max_width=900, min_height=
 MIN_TOKENS, MAX_TOKENS = 64, 320  # pixel budget in merged 28x28 tokens
 
 
-def _mini_table(rng: random.Random, index: int) -> dict:
+def mini_table(rng: random.Random, index: int) -> dict:
+    """A synthetic table of the mini's size (`TABLE`); index: its table_id."""
     return make_table(rng, index, **{k: TABLE[k] for k in ("rows", "cols", "min_width",
                                                              "max_width", "min_height")})
 
@@ -101,7 +102,7 @@ class ReadingSet(torch.utils.data.Dataset):
         if rng.random() < self.text_fraction:
             start = rng.randrange(len(self.sentences) - 8)
             return {"text": " ".join(self.sentences[start:start + rng.randint(3, 8)])}
-        table = _mini_table(rng, i)
+        table = mini_table(rng, i)
         image = ImageOps.grayscale(render_table(table)).convert("RGB")
         return {"image": image, "turns": reading_turns(table, rng, rng.randint(2, self.turns))}
 
@@ -115,7 +116,7 @@ def draw_lines(rng: random.Random, index: int) -> tuple[Image.Image, list[str]]:
 
     index: the table's number (its table_id), as `make_table` takes it.
     """
-    header, body, _ = cell_texts(_mini_table(rng, index))
+    header, body, _ = cell_texts(mini_table(rng, index))
     pool = [c for row in body for c in row] + header
     width, height = rng.choice((224, 280, 336, 392, 448)), rng.choice((224, 280, 336))
     page = Image.new("L", (width, height), 255)
@@ -123,8 +124,8 @@ def draw_lines(rng: random.Random, index: int) -> tuple[Image.Image, list[str]]:
     for text in rng.sample(pool, rng.randint(1, 3)):
         family, face = rng.choice(("serif", "sans")), rng.choice(("regular", "bold"))
         size = rng.randint(16, 40)
-        size = min(size, int(size * (width - 8) / _font(family, face, size).getlength(text)))
-        font = _font(family, face, size)  # as large as drawn, or as large as fits the width
+        size = min(size, int(size * (width - 8) / dejavu_font(family, face, size).getlength(text)))
+        font = dejavu_font(family, face, size)  # as large as drawn, or as large as fits the width
         if size < 12 or y + size * 1.3 > height:
             break
         draw.text((rng.uniform(4, max(4, width - 4 - font.getlength(text))), y), text, fill=0,
@@ -292,7 +293,7 @@ def reading_accuracy(model, processor, n: int = 64, seed: int = 10 ** 6, device=
     right, shown = 0, []
     model.eval()
     for i in range(n):
-        table = _mini_table(rng, seed + i)
+        table = mini_table(rng, seed + i)
         image = ImageOps.grayscale(render_table(table)).convert("RGB")
         ask, want = _cell_turn(table, rng)
         got = generate_answer(model, processor, image, ask, device, max_new_tokens=24)

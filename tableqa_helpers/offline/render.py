@@ -42,7 +42,9 @@ def _matplotlib_fonts() -> list[str]:
 
 
 @functools.lru_cache(maxsize=512)
-def _font(family: str, face: str, size: int) -> ImageFont.FreeTypeFont:
+def dejavu_font(family: str, face: str, size: int) -> ImageFont.FreeTypeFont:
+    """The DejaVu font of `family` ("serif", "sans"...) and `face` ("regular", "bold"...) at
+    `size` pixels, as the tables are drawn (Pillow's default font if DejaVu is missing)."""
     path = _font_path(family, face)
     return ImageFont.truetype(path, size) if path else ImageFont.load_default(size=size)
 
@@ -50,10 +52,10 @@ def _font(family: str, face: str, size: int) -> ImageFont.FreeTypeFont:
 def _layout(table: dict, style: dict, size: int) -> dict:
     """Fonts, column widths and element heights for font size `size` (pixels)."""
     fam = style["family"]
-    fonts = dict(body=_font(fam, "regular", size), bold=_font(fam, "bold", size),
-                 group=_font(fam, "bolditalic", size),
-                 title=_font(fam, "bold", round(size * 1.15)),
-                 small=_font(fam, "italic", max(6, round(size * 0.85))))
+    fonts = dict(body=dejavu_font(fam, "regular", size), bold=dejavu_font(fam, "bold", size),
+                 group=dejavu_font(fam, "bolditalic", size),
+                 title=dejavu_font(fam, "bold", round(size * 1.15)),
+                 small=dejavu_font(fam, "italic", max(6, round(size * 0.85))))
     header, body, totals = cell_texts(table)
     pad = round(size * 0.6)
     widths = []
