@@ -219,3 +219,16 @@ def test_corpus_sentences_deterministic_and_covering():
         qa = synth.make_question(table, sample_rng)
         used = set(re.findall(r"[A-Za-z]+", " ".join([table["title"], qa["question"], qa["answer"]])))
         assert used <= words, used - words
+
+
+@pytest.mark.parametrize("size", [{}, dict(min_width=640, max_width=900, rows=(3, 5), cols=(2, 3),
+                                           min_height=200)])
+def test_colour_counts_are_not_mostly_one(size):
+    """Left to the tables, 53% (default) and 74% (3 to 5 rows) of colour counts were 1, so always
+    answering 1 scored like seeing; make_sample now draws the count first."""
+    from collections import Counter
+
+    counts = Counter(synth.make_sample(random.Random(f"c/{i}"), i, "color_count", **size)["final_answer"]
+                     for i in range(120))
+    assert set(counts) == {"1", "2", "3", "4"}
+    assert max(counts.values()) <= 0.4 * 120, counts
