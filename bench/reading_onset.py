@@ -1,7 +1,8 @@
 """How soon does a fresh mini base start to read? A proxy task for pretraining knobs.
 
 Each sample is a 224x224 white image with one number drawn on it and the instruction to
-transcribe it; the model is `offline.mini`'s, fresh, with the knobs given on the command line
+transcribe it; the model is `offline.mini`'s, fresh (or with the vision tower of a checkpoint,
+`--vision-init`), with the knobs given on the command line
 (the language model's RoPE base and M-RoPE sections, its init range, learning rate, where the
 number is drawn, font size). Prints the training loss every 50 steps and the share of numbers
 transcribed exactly on `--eval` pages drawn from another seed at the end, as one JSON line per
@@ -51,8 +52,13 @@ def build_model(args):
     torch.manual_seed(0)
     model, proc = mini.build_mini_untrained(0, shape=shape)
     if args.vision_init:
+        from pathlib import Path
+
         from transformers import Qwen2_5_VLForConditionalGeneration
 
+        if not (Path(args.vision_init) / "config.json").is_file():
+            raise SystemExit(f"--vision-init {args.vision_init}: no mini checkpoint there "
+                             "(no config.json)")
         trained = Qwen2_5_VLForConditionalGeneration.from_pretrained(args.vision_init,
                                                                      dtype=torch.float32)
         model.model.visual.load_state_dict(trained.model.visual.state_dict())

@@ -54,3 +54,26 @@ def test_glyph_stage_trains_the_vision_tower_alone(tmp_path):
     assert vision and all(n in old for n in new)
     changed = {n for n in new if not torch.equal(new[n], old[n].to(torch.bfloat16).float())}
     assert changed and changed <= set(vision)  # the language model is the fresh one
+
+
+def test_glyph_labels_follow_the_processors_token_order():
+    """Label row t is merged token t of the processor's patches (rows 4t..4t+3 of pixel_values):
+    almost every labelled token holds a glyph's worth of ink there, and the same labels with
+    the columns or the rows mirrored (another token order) often land on next to none."""
+    from tableqa_helpers.offline.mini import build_mini_untrained
+
+    _, proc = build_mini_untrained(0)
+    for i in range(3):
+        sample = GlyphSet(3, seed=5)[i]
+        w, h = sample["image"].size
+        ref = GlyphCollator(proc).processor_batch([sample])  # the processor's own patches
+        dark = (ref["pixel_values"] < 1.0).view(-1, 4 * ref["pixel_values"].shape[-1]).sum(-1)
+        labelled = sample["glyphs"].sum(-1) > 0
+        assert dark.shape == labelled.shape
+
+        def faint(mask):  # share of the labelled tokens with little ink (of 4 x 1176 values)
+            return ((dark < 60) & mask).sum().item() / mask.sum().item()
+
+        grid = labelled.view(h // 28, w // 28)
+        assert faint(labelled) <= 0.03
+        assert faint(grid.flip(1).reshape(-1)) >= 0.1 and faint(grid.flip(0).reshape(-1)) >= 0.1

@@ -89,17 +89,20 @@ class GlyphCollator(ReadingCollator):
 
 
 def glyph_head(model) -> torch.nn.Linear:
-    """The linear head from the merger's output to one logit per character (float32)."""
+    """The linear head from the merger's output to one logit per character (float32 weights)."""
     return torch.nn.Linear(model.config.vision_config.out_hidden_size, len(CHARS))
 
 
-def glyph_loss(model, head, batch: dict) -> tuple[torch.Tensor, dict]:
-    """Binary cross-entropy of `head` on the vision tower's merged tokens, and recall / false
-    positives at logit 0 (positives weighted 10: a token holds one or two of 94 characters)."""
+def glyph_loss(model, head, batch: dict, stats: bool = False) -> tuple[torch.Tensor, dict]:
+    """Binary cross-entropy of `head` on the vision tower's merged tokens (positives weighted
+    10: a token holds one or two of 94 characters), and with `stats` the recall and
+    false-positive rate at logit 0 (they wait for the GPU, so training leaves them off)."""
     feats = model.model.visual(batch["pixel_values"], grid_thw=batch["image_grid_thw"]).pooler_output
     logits, label = head(feats.float()), batch["glyph_labels"].to(feats.device)
     loss = torch.nn.functional.binary_cross_entropy_with_logits(
-        logits, label, pos_weight=torch.tensor(10.0, device=feats.device))
+        logits.float(), label, pos_weight=torch.tensor(10.0, device=feats.device))
+    if not stats:
+        return loss, {}
     with torch.no_grad():
         hit, pos = logits > 0, label > 0
         stats = {"glyph_recall": hit[pos].float().mean().item(),
@@ -116,6 +119,6 @@ def glyph_accuracy(model, head, processor, n: int = 64, seed: int = 10 ** 6, dev
     model.eval()
     batch = pixel_values(collate([data[seed + i] for i in range(n)]), processor.image_processor,
                          device)
-    _, stats = glyph_loss(model, head, batch)
+    _, stats = glyph_loss(model, head, batch, stats=True)
     model.train()
     return {k: round(v, 4) for k, v in stats.items()}
