@@ -114,3 +114,25 @@ def test_real_gallery_images_through_preprocessing():
     # real tables mostly hit the cap of 2,560 merged tokens
     assert 256 <= min(tokens) and max(tokens) <= 2560
     assert np.mean(tokens) > 1500
+
+
+def test_a_folder_rewritten_in_place_loads_its_new_rows(tmp_path):
+    """`datasets` names a local folder's cache after its card and folder name only; the loader
+    must not hand back the old rows after the files are rewritten (a new synthetic dataset)."""
+    import pandas as pd
+
+    from tableqa_helpers.data import load_tableqa
+    from tableqa_helpers.offline import make_synthetic_dataset
+
+    folder = tmp_path / "data"
+    make_synthetic_dataset(folder, train=3, validation=1, test=1, seed=0)
+    first = load_tableqa(str(folder), "train")["question"]
+    make_synthetic_dataset(folder, train=3, validation=1, test=1, seed=1)
+    on_disk = pd.read_parquet(next((folder / "data").glob("train-*.parquet")))["question"].tolist()
+    assert on_disk != first
+    assert load_tableqa(str(folder), "train")["question"] == on_disk
+    single = tmp_path / "test.parquet"  # one file, rewritten in place
+    pd.read_parquet(folder / "data" / "test-00000-of-00001.parquet").to_parquet(single)
+    before = load_tableqa(str(single), "test")["question"]
+    pd.read_parquet(folder / "data" / "train-00000-of-00001.parquet").to_parquet(single)
+    assert load_tableqa(str(single), "test")["question"] == on_disk != before

@@ -31,9 +31,13 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".ti
 
 def load_local(path: str | Path):
     """A DatasetDict from a local file or folder in any layout of the module doc."""
-    from datasets import DatasetDict, load_dataset, load_from_disk
+    from datasets import DatasetDict, load_dataset as _load, load_from_disk
 
     path = Path(path)
+
+    def load_dataset(*args, **kw):  # a cache of its own for these files as they are now
+        return _load(*args, cache_dir=_cache_dir(path), **kw)
+
     if path.is_file():
         if path.suffix != ".parquet":
             raise DataError(f"{path}: a dataset file must be .parquet (or give a folder)")
@@ -52,6 +56,21 @@ def load_local(path: str | Path):
                             f"image: file_name, question, answer); see docs/architecture.md")
         dd = load_dataset(str(path))  # parquet / csv / json data files
     return DatasetDict({name: with_table_ids(ds, path) for name, ds in dd.items()})
+
+
+def _cache_dir(path: Path) -> str:
+    """Where `datasets` caches `path`'s Arrow copy: a folder per state of its files (path, size,
+    modification time). `datasets` itself names the cache of a local folder with a dataset
+    card after the card and the folder's name only, so rewriting the files in place (a new
+    synthetic dataset, your edited data) would otherwise load the old rows without a word."""
+    import hashlib
+
+    from datasets import config
+
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    state = "\n".join(f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
+    return str(Path(config.HF_DATASETS_CACHE) / "tableqa-local"
+               / hashlib.sha256(state.encode()).hexdigest()[:16])
 
 
 def image_folder_splits(path: Path) -> dict[str, Path]:
