@@ -31,30 +31,26 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".ti
 
 def load_local(path: str | Path):
     """A DatasetDict from a local file or folder in any layout of the module doc."""
-    from datasets import DatasetDict, load_dataset as _load, load_from_disk
+    from datasets import DatasetDict, load_dataset, load_from_disk
 
     path = Path(path)
-
-    def load_dataset(*args, **kw):  # a cache of its own for these files as they are now
-        return _load(*args, cache_dir=_cache_dir(path), **kw)
-
     if path.is_file():
         if path.suffix != ".parquet":
             raise DataError(f"{path}: a dataset file must be .parquet (or give a folder)")
         split = path.stem if path.stem in SPLITS else "train"
-        dd = load_dataset("parquet", data_files={split: str(path)})
+        dd = load_dataset("parquet", data_files={split: str(path)}, cache_dir=_cache_dir(path))
     elif (path / "dataset_dict.json").is_file():
         dd = load_from_disk(str(path))
     elif (path / "state.json").is_file() and (path / "dataset_info.json").is_file():
         dd = DatasetDict({"train": load_from_disk(str(path))})  # one saved Dataset
     elif image_folder_splits(path):
         check_image_folder(path)
-        dd = load_dataset("imagefolder", data_dir=str(path))
+        dd = load_dataset("imagefolder", data_dir=str(path), cache_dir=_cache_dir(path))
     else:
         if _has_images(path):
             raise DataError(f"{path}: images but no metadata.jsonl or metadata.csv (one row per "
                             f"image: file_name, question, answer); see docs/architecture.md")
-        dd = load_dataset(str(path))  # parquet / csv / json data files
+        dd = load_dataset(str(path), cache_dir=_cache_dir(path))  # parquet / csv / json files
     return DatasetDict({name: with_table_ids(ds, path) for name, ds in dd.items()})
 
 

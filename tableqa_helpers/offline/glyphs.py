@@ -19,7 +19,7 @@ import string
 import torch
 from PIL import Image, ImageDraw
 
-from .mini import ReadingCollator, mini_table
+from .mini import ReadingCollator, mini_table, pixel_values
 from .render import dejavu_font
 from .tables import cell_texts
 
@@ -42,7 +42,7 @@ def draw_glyphs(rng: random.Random, index: int) -> tuple[Image.Image, torch.Tens
     y = rng.uniform(0, 16)
     while True:
         font = dejavu_font(rng.choice(("serif", "sans")), rng.choice(("regular", "bold")),
-                     rng.randrange(14, 35))
+                           rng.randrange(14, 35))
         if y + font.size * 1.25 > height:
             break
         x = rng.uniform(0, 40)
@@ -113,9 +113,7 @@ def glyph_loss(model, head, batch: dict, stats: bool = False) -> tuple[torch.Ten
 @torch.no_grad()
 def glyph_accuracy(model, head, processor, n: int = 64, seed: int = 10 ** 6, device="cpu") -> dict:
     """Recall and false-positive rate of the glyph labels on `n` held-out pages."""
-    collate, data = GlyphCollator(processor), GlyphSet(seed + n, seed=seed)
-    from .mini import pixel_values
-
+    collate, data = GlyphCollator(processor), GlyphSet(seed + n, seed=seed)  # pages seed.. seed+n
     model.eval()
     batch = pixel_values(collate([data[seed + i] for i in range(n)]), processor.image_processor,
                          device)

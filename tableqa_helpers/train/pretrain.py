@@ -77,11 +77,11 @@ def _pretrain(out_dir, steps, batch_size, lr, seed, workers, warmup, log_every, 
     use_linear_patch_embed(model)
     model.to(device).train()
     head = glyph_head(model).to(device) if stage == "glyphs" else None
-    dataset, accuracy = {"glyphs": (GlyphSet, lambda m, p, **kw: glyph_accuracy(m, head, p, **kw)),
-                         "lines": (LineSet, lines_accuracy),
-                         "tables": (ReadingSet, reading_accuracy)}[stage]
-    data = dataset(steps * batch_size, seed=seed)
-    collate = (GlyphCollator if stage == "glyphs" else ReadingCollator)(processor)
+    dataset, collator, accuracy = {
+        "glyphs": (GlyphSet, GlyphCollator, lambda m, p, **kw: glyph_accuracy(m, head, p, **kw)),
+        "lines": (LineSet, ReadingCollator, lines_accuracy),
+        "tables": (ReadingSet, ReadingCollator, reading_accuracy)}[stage]
+    data, collate = dataset(steps * batch_size, seed=seed), collator(processor)
     _check_collator(collate, [data[i] for i in range(8)])
     loader = torch.utils.data.DataLoader(data, batch_size=batch_size, num_workers=workers,
                                          collate_fn=collate, prefetch_factor=4 if workers else None,
