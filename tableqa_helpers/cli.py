@@ -25,11 +25,18 @@ def cmd_tiny_model(args):
     print(build_tiny_model(args.dir, seed=args.seed))
 
 
+def cmd_mini_base(args):
+    from .offline.standin import install_mini_base
+
+    print(install_mini_base(args.dir))
+
+
 def cmd_synth_data(args):
     from .offline.dataset import make_synthetic_dataset
+    from .offline.tables import TABLE_SHAPES
 
     print(make_synthetic_dataset(args.dir, train=args.train, validation=args.validation,
-                                 test=args.test, seed=args.seed))
+                                 test=args.test, seed=args.seed, **TABLE_SHAPES[args.tables]))
 
 
 def cmd_pretrain_mini(args):
@@ -147,19 +154,24 @@ def main(argv=None):
         p = sub.add_parser(name, help=help_)
         p.set_defaults(func=func)
         if profile:
-            p.add_argument("--profile", default=None, help="tiny or full (default: $TABLEQA_PROFILE or tiny)")
+            p.add_argument("--profile", default=None, help="tiny, full or unit (default: $TABLEQA_PROFILE or tiny)")
             p.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a config field")
         return p
 
-    p = add("tiny-model", cmd_tiny_model, "write the tiny Qwen2.5-VL stand-in", profile=False)
+    p = add("tiny-model", cmd_tiny_model, "write the random (untrained) tiny stand-in", profile=False)
     p.add_argument("dir")
     p.add_argument("--seed", type=int, default=0)
+    p = add("mini-base", cmd_mini_base, "copy the shipped, pretrained mini base (checksummed)",
+            profile=False)
+    p.add_argument("dir")
     p = add("synth-data", cmd_synth_data, "write a synthetic Visual-TableQA", profile=False)
     p.add_argument("dir")
     p.add_argument("--train", type=int, default=100)
     p.add_argument("--validation", type=int, default=20)
     p.add_argument("--test", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tables", choices=("default", "mini"), default="default",
+                   help="table size (offline.TABLE_SHAPES): default, or mini (the tiny profile's)")
     # the same option list as python -m tableqa_helpers.train.pretrain (offline.mini_args)
     pretrain_arguments(add("pretrain-mini", cmd_pretrain_mini,
                            "pretrain the mini base on the reading curriculum", profile=False))

@@ -13,9 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .offline.tables import MINI_TOKENS, TABLE_SHAPES
+
 HUB_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
 HUB_DATASET = "AI-4-Everyone/Visual-TableQA"
 PIXEL_UNIT = 28 * 28  # one merged visual token covers a 28x28 pixel patch group
+# stand-in model kinds -> their folder under RUN_ROOT/standins
+STANDIN_MODELS = {"mini": "mini-qwen2.5-vl", "random": "tiny-qwen2.5-vl"}
 
 SYSTEM_PROMPT = (
     "You read tables from images. Answer the question using only what the table shows. "
@@ -70,8 +74,12 @@ class Config:
     run_name: str = ""  # sub-folder of `root` for this run ("" -> the profile name)
     model_id: str = HUB_MODEL  # hub id or local folder of the base model
     dataset_id: str = HUB_DATASET  # hub id or local folder of the dataset
-    use_standins: bool = False  # build and use the tiny model and synthetic data (offline)
+    use_standins: bool = False  # build and use the offline stand-in model and synthetic data
+    standin_model: str = "mini"  # with use_standins: "mini" (the shipped pretrained mini base,
+    #                              which reads tables) or "random" (untrained, fastest, learns
+    #                              nothing: the unit tests' machinery check)
     synth_sizes: tuple[int, int, int] = (100, 20, 20)  # synthetic train/validation/test rows
+    synth_tables: str = "mini"  # table size of the synthetic data (offline.TABLE_SHAPES)
     system_prompt: str = SYSTEM_PROMPT  # system turn of every chat, in training and inference
     min_pixels: int = 256 * PIXEL_UNIT  # image pixel budget, lower bound (multiple of 28*28)
     max_pixels: int = 2560 * PIXEL_UNIT  # image pixel budget, upper bound (multiple of 28*28)
@@ -179,6 +187,10 @@ class Config:
                 raise ConfigError(f"{name}.epochs must be > 0, got {t.epochs}")
         if self.tier_b.last_n_blocks < 1:
             raise ConfigError(f"tier_b.last_n_blocks must be >= 1, got {self.tier_b.last_n_blocks}")
+        for name, known in (("standin_model", STANDIN_MODELS), ("synth_tables", TABLE_SHAPES)):
+            if getattr(self, name) not in known:
+                raise ConfigError(f"{name} must be one of {', '.join(known)}, "
+                                  f"got {getattr(self, name)!r}")
         if self.compile_blocks not in ("auto", "on", "off"):
             raise ConfigError(f"compile_blocks must be auto, on or off, got {self.compile_blocks!r}")
         if self.dtype not in ("bfloat16", "float16", "float32"):
@@ -271,16 +283,28 @@ def require_saved(folder: str | Path, kind: str, hint: str) -> Path:
 
 
 def _tiny(**kw) -> Config:
-    """Stand-in model and synthetic data on a CPU: the whole series in minutes."""
-    return Config(
-        profile="tiny", use_standins=True, dtype="float32", attn_implementation="sdpa",
+    """The pretrained mini base and synthetic mini tables on a CPU: the whole series in minutes,
+    and Tier A visibly learns the answers (docs/mini-base.md)."""
+    return _unit(**{**dict(
+        profile="tiny", standin_model="mini", synth_tables="mini", synth_sizes=(400, 20, 100),
+        min_pixels=MINI_TOKENS[0] * PIXEL_UNIT, max_pixels=MINI_TOKENS[1] * PIXEL_UNIT,
+        eval_limit=20, test_limit=None,
+        tier_a=TierConfig(r=16, alpha=32, dropout=0.0, lr=3e-3, epochs=3.0, warmup=0.05),
+        tier_b=TierConfig(r=8, alpha=32, dropout=0.0, lr=3e-3, epochs=1.0, warmup=0.05)), **kw})
+
+
+def _unit(**kw) -> Config:
+    """The untrained random stand-in on small synthetic tables: every stage in seconds on a CPU,
+    learning nothing. The package's unit tests run on it."""
+    return Config(**{**dict(
+        profile="unit", use_standins=True, standin_model="random", synth_tables="default",
+        dtype="float32", attn_implementation="sdpa",
         min_pixels=16 * PIXEL_UNIT, max_pixels=64 * PIXEL_UNIT, max_length=1024,
         train_limit=None, eval_limit=8, test_limit=8, batch_size=4, eval_batch_size=4,
         grad_accum=1, logging_steps=5, eval_steps=25, gradient_checkpointing=False,
         dataloader_workers=0, max_new_tokens=160, gen_batch_size=4, vision_cache_gb=0.5,
         tier_a=TierConfig(r=16, alpha=32, dropout=0.0, lr=1e-2, epochs=3.0, warmup=0.05),
-        tier_b=TierConfig(r=8, alpha=32, dropout=0.0, lr=5e-3, epochs=1.0, warmup=0.05),
-        **kw)
+        tier_b=TierConfig(r=8, alpha=32, dropout=0.0, lr=5e-3, epochs=1.0, warmup=0.05)), **kw})
 
 
 def _full(**kw) -> Config:
@@ -289,7 +313,7 @@ def _full(**kw) -> Config:
                                      **kw})
 
 
-PROFILES = {"tiny": _tiny, "full": _full}
+PROFILES = {"tiny": _tiny, "full": _full, "unit": _unit}
 
 
 def _coerce(value: Any, current: Any) -> Any:
@@ -367,7 +391,7 @@ def get_config(profile: str | None = None, overrides: dict[str, Any] | None = No
     apply_overrides(cfg, overrides)
     if cfg.use_standins:
         if cfg.model_id == HUB_MODEL:
-            cfg.model_id = str(cfg.standin_dir / "tiny-qwen2.5-vl")
+            cfg.model_id = str(cfg.standin_dir / STANDIN_MODELS[cfg.standin_model])
         if cfg.dataset_id == HUB_DATASET:
             cfg.dataset_id = str(cfg.standin_dir / "synthetic-visual-tableqa")
     if cfg.hardware != "none":  # the GPU plan sets the fields the overrides did not

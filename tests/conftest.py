@@ -19,14 +19,14 @@ def standins(tmp_path_factory):
     from tableqa_helpers.offline import ensure_standins
 
     root = tmp_path_factory.mktemp("standins-root")
-    ensure_standins(get_config("tiny", root=str(root)))
+    ensure_standins(get_config("unit", root=str(root)))
     return root
 
 
 def make_cfg(standins, run_root, **overrides):
     """A tiny-profile config whose run folder is `run_root`, sharing the stand-ins."""
-    base = get_config("tiny", root=str(standins))
-    return get_config("tiny", root=str(run_root), **{"model_id": base.model_id,
+    base = get_config("unit", root=str(standins))
+    return get_config("unit", root=str(run_root), **{"model_id": base.model_id,
                                                       "dataset_id": base.dataset_id, **overrides})
 
 
@@ -40,14 +40,14 @@ def tiny_cfg(standins, tmp_path):
 def processor(standins):
     from tableqa_helpers.model import load_processor
 
-    return load_processor(get_config("tiny", root=str(standins)))
+    return load_processor(get_config("unit", root=str(standins)))
 
 
 @pytest.fixture(scope="session")
 def dataset(standins):
     from tableqa_helpers.data import load_tableqa
 
-    return load_tableqa(get_config("tiny", root=str(standins)).dataset_id)
+    return load_tableqa(get_config("unit", root=str(standins)).dataset_id)
 
 
 MEMORISE = {"train_limit": 8, "eval_limit": 4, "batch_size": 8, "eval_steps": 1000,

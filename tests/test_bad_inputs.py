@@ -132,7 +132,7 @@ def _row(**kw) -> dict:
 def model(standins):
     from tableqa_helpers.model import load_model
 
-    return load_model(get_config("tiny", root=str(standins)))
+    return load_model(get_config("unit", root=str(standins)))
 
 
 # ---- 1-19: one row ---------------------------------------------------------------------------
@@ -511,8 +511,8 @@ def test_inference_skips_unusable_test_rows_with_a_reason(tmp_path, standins, mo
     rows = [_row(table_id="ok0"), _row(table_id="bad1", image=_img(GOOD_PNG[:300])),
             _row(table_id="bad2", question="  "), _row(table_id="ok3")]
     datasets.DatasetDict({"test": _split(rows)}).save_to_disk(str(data))
-    base = get_config("tiny", root=str(standins))
-    cfg = get_config("tiny", root=str(tmp_path), model_id=base.model_id, dataset_id=str(data),
+    base = get_config("unit", root=str(standins))
+    cfg = get_config("unit", root=str(tmp_path), model_id=base.model_id, dataset_id=str(data),
                      max_new_tokens=4, gen_batch_size=4)
     out = predict(cfg, "base", "test", model=model, processor=processor, progress=False)
     assert [r["table_id"] for r in read_jsonl(out)] == ["ok0", "ok3"]
@@ -559,8 +559,8 @@ def test_planted_key_is_in_no_file_log_or_output(tmp_path, standins, model, proc
     from tableqa_helpers.evaluate.jury import judge_file, load_jury
 
     monkeypatch.setenv(KEY_ENV, SECRET)
-    base = get_config("tiny", root=str(standins))
-    cfg = get_config("tiny", root=str(tmp_path), model_id=base.model_id,
+    base = get_config("unit", root=str(standins))
+    cfg = get_config("unit", root=str(tmp_path), model_id=base.model_id,
                      dataset_id=base.dataset_id, max_new_tokens=8)
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Judge)
     server.seen = []

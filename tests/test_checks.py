@@ -16,7 +16,7 @@ from tableqa_helpers.data import load_tableqa
 
 @pytest.fixture(scope="module")
 def base_cfg(standins):
-    return get_config("tiny", root=str(standins))
+    return get_config("unit", root=str(standins))
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def planted(base_cfg, tmp_path_factory):
 
 
 def _cfg(base_cfg, run_root, dataset_id=None, **overrides):
-    return get_config("tiny", root=str(run_root), model_id=base_cfg.model_id,
+    return get_config("unit", root=str(run_root), model_id=base_cfg.model_id,
                       dataset_id=str(dataset_id or base_cfg.dataset_id), **overrides)
 
 
@@ -82,7 +82,7 @@ def test_cli_check_data_exit_codes(base_cfg, planted, processor, tmp_path, capsy
     real = checks.check_dataset
     monkeypatch.setattr(checks, "check_dataset",  # reuse the loaded processor; same code path
                         lambda cfg: real(cfg, processor=processor, progress=False))
-    args = ["check-data", "--profile", "tiny", "--set", f"root={tmp_path}",
+    args = ["check-data", "--profile", "unit", "--set", f"root={tmp_path}",
             "--set", f"model_id={base_cfg.model_id}", "--set", f"dataset_id={planted[0]}"]
     with pytest.raises(SystemExit) as exit_:
         main(args)

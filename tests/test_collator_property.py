@@ -43,7 +43,7 @@ MODES = ["RGB", "RGBA", "L", "LA", "P", "1", "I;16", "I", "F", "CMYK", "YCbCr"]
 def model(standins):
     from tableqa_helpers.model import load_model
 
-    return load_model(get_config("tiny", root=str(standins)))
+    return load_model(get_config("unit", root=str(standins)))
 
 
 DEFECTS = [None] * 6 + ["empty question", "blank answer", "small image", "elongated image",

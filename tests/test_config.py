@@ -14,11 +14,11 @@ from tableqa_helpers.config import (DATA_PROBLEMS, PIXEL_UNIT, ConfigError, chec
 
 def _raises(match, **overrides):
     with pytest.raises(ConfigError, match=match):
-        get_config("tiny", **overrides)
+        get_config("unit", **overrides)
 
 
 def test_unknown_profile_names_the_choices():
-    with pytest.raises(ConfigError, match=r"unknown profile 'huge'; choose one of tiny, full"):
+    with pytest.raises(ConfigError, match=r"unknown profile 'huge'; choose one of tiny, full, unit"):
         get_config("huge")
 
 
@@ -30,18 +30,18 @@ def test_unknown_profile_from_the_environment(monkeypatch):
 
 def test_unknown_fields_and_sections():
     with pytest.raises(ConfigError, match=r"unknown config field 'lr'.*known: .*batch_size"):
-        get_config("tiny", {"lr": "1e-3"})
+        get_config("unit", {"lr": "1e-3"})
     with pytest.raises(ConfigError, match="unknown config section 'tier_c'"):
-        get_config("tiny", {"tier_c.lr": "1e-3"})
+        get_config("unit", {"tier_c.lr": "1e-3"})
     with pytest.raises(ConfigError, match="unknown config field 'tier_a.rank'"):
-        get_config("tiny", {"tier_a.rank": "8"})
+        get_config("unit", {"tier_a.rank": "8"})
 
 
 def test_values_of_the_wrong_type():
     with pytest.raises(ConfigError, match="expected a boolean, got 'maybe'"):
-        get_config("tiny", {"use_standins": "maybe"})
+        get_config("unit", {"use_standins": "maybe"})
     with pytest.raises(ConfigError, match="bad value for 'synth_sizes'"):
-        get_config("tiny", {"synth_sizes": "a,b,c"})
+        get_config("unit", {"synth_sizes": "a,b,c"})
 
 
 @pytest.mark.parametrize("field,value,match", [
@@ -63,7 +63,7 @@ def test_min_pixels_above_max_pixels():
 @pytest.mark.parametrize("value", ["0", "-1e-4"])
 def test_learning_rates_must_be_positive(key, value):
     with pytest.raises(ConfigError, match=rf"{key} must be > 0"):
-        get_config("tiny", {key: value})
+        get_config("unit", {key: value})
 
 
 @pytest.mark.parametrize("overrides,match", [
@@ -77,16 +77,16 @@ def test_learning_rates_must_be_positive(key, value):
 ])
 def test_other_bad_values(overrides, match):
     with pytest.raises(ConfigError, match=match):
-        get_config("tiny", overrides)
+        get_config("unit", overrides)
 
 
 def test_last_n_blocks_larger_than_the_vision_depth(standins):
     # the tiny stand-in's vision tower has 4 blocks (read from its config.json, nothing loaded)
-    model_id = str(get_config("tiny", root=str(standins)).model_id)
-    assert get_config("tiny", root=str(standins), **{"tier_b.last_n_blocks": 4}).tier_b.last_n_blocks == 4
+    model_id = str(get_config("unit", root=str(standins)).model_id)
+    assert get_config("unit", root=str(standins), **{"tier_b.last_n_blocks": 4}).tier_b.last_n_blocks == 4
     with pytest.raises(ConfigError, match=r"last_n_blocks=5 but the vision tower of .* has only 4 "
                                           r"blocks; choose 1..4"):
-        get_config("tiny", root=str(standins), model_id=model_id, **{"tier_b.last_n_blocks": 5})
+        get_config("unit", root=str(standins), model_id=model_id, **{"tier_b.last_n_blocks": 5})
     # the hub 7B (32 blocks) is known offline
     with pytest.raises(ConfigError, match="has only 32 blocks"):
         get_config("full", {"tier_b.last_n_blocks": "33"})
@@ -97,7 +97,7 @@ def test_run_folder_below_a_file(tmp_path):
     blocker.write_text("x")
     with pytest.raises(ConfigError, match=r"cannot be created: .*not-a-folder is a file, not a "
                                           r"folder; choose another folder with --set root="):
-        get_config("tiny", root=str(blocker / "runs"))
+        get_config("unit", root=str(blocker / "runs"))
 
 
 def test_run_folder_read_only(tmp_path, monkeypatch):
@@ -107,36 +107,36 @@ def test_run_folder_read_only(tmp_path, monkeypatch):
         ro.chmod(0o555)
         try:
             with pytest.raises(ConfigError, match="is not writable"):
-                get_config("tiny", root=str(ro / "runs"))
+                get_config("unit", root=str(ro / "runs"))
         finally:
             ro.chmod(0o755)
     real = os.access
     monkeypatch.setattr(os, "access", lambda p, mode: False if str(p) == str(ro) else real(p, mode))
-    with pytest.raises(ConfigError, match=rf"run folder {ro}/runs/tiny is not writable \({ro} is "
+    with pytest.raises(ConfigError, match=rf"run folder {ro}/runs/unit is not writable \({ro} is "
                                           rf"read-only\)"):
-        get_config("tiny", root=str(ro / "runs"))
+        get_config("unit", root=str(ro / "runs"))
     assert check_writable(tmp_path / "new" / "deeper") == tmp_path / "new" / "deeper"
     assert not (tmp_path / "new").exists()  # validation creates nothing
 
 
 def test_data_policy_defaults_overrides_and_errors(tmp_path):
-    cfg = get_config("tiny", root=str(tmp_path))
+    cfg = get_config("unit", root=str(tmp_path))
     assert cfg.data_policy == {kind: "skip" for kind in DATA_PROBLEMS}
-    cfg = get_config("tiny", {"data_policy.too_long": "stop", "data_policy.split_leak_image": "keep"},
+    cfg = get_config("unit", {"data_policy.too_long": "stop", "data_policy.split_leak_image": "keep"},
                      root=str(tmp_path))
     assert cfg.data_policy["too_long"] == "stop" and cfg.data_policy["split_leak_image"] == "keep"
     assert cfg.data_policy["missing_field"] == "skip"
-    partial = get_config("tiny", root=str(tmp_path), data_policy={"too_long": "stop"})
+    partial = get_config("unit", root=str(tmp_path), data_policy={"too_long": "stop"})
     assert partial.data_policy == {**{k: "skip" for k in DATA_PROBLEMS}, "too_long": "stop"}
     assert json.loads(json.dumps(cfg.to_dict()))["data_policy"]["too_long"] == "stop"
     with pytest.raises(ConfigError, match="data_policy: unknown problem 'blurry'; known: missing_field"):
-        get_config("tiny", {"data_policy.blurry": "skip"})
+        get_config("unit", {"data_policy.blurry": "skip"})
     with pytest.raises(ConfigError, match="data_policy.too_long must be one of skip, stop, keep, got 'drop'"):
-        get_config("tiny", {"data_policy.too_long": "drop"})
+        get_config("unit", {"data_policy.too_long": "drop"})
     with pytest.raises(ConfigError, match="'keep' would let training meet a sample it cannot use"):
-        get_config("tiny", {"data_policy.image_undecodable": "keep"})
+        get_config("unit", {"data_policy.image_undecodable": "keep"})
     with pytest.raises(ConfigError, match="data_policy must be a dict"):
-        get_config("tiny", {"data_policy": "skip"})
+        get_config("unit", {"data_policy": "skip"})
 
 
 def test_cli_reports_config_errors_without_a_traceback(capsys):

@@ -75,7 +75,7 @@ def test_missing_columns_are_named():
 def test_synthetic_data_loads_like_the_hub_dataset(standins):
     from tableqa_helpers.config import get_config
 
-    ds = load_tableqa(get_config("tiny", root=str(standins)).dataset_id)
+    ds = load_tableqa(get_config("unit", root=str(standins)).dataset_id)
     assert set(ds) == {"train", "validation", "test"}
     row = ds["train"][0]
     assert isinstance(row["image"], Image.Image)

@@ -327,7 +327,7 @@ def test_compile_wanted_follows_config(tiny_cfg):
     tiny_cfg.compile_blocks = "on"
     assert presets.compile_wanted(tiny_cfg, capability=(7, 5)) is True  # "on" is the user's word
     with pytest.raises(ConfigError, match="compile_blocks"):
-        get_config("tiny", root=str(tiny_cfg.root), compile_blocks="yes")
+        get_config("unit", root=str(tiny_cfg.root), compile_blocks="yes")
 
 
 @pytest.mark.parametrize("bf16", [True, False])

@@ -61,7 +61,7 @@ def test_analytic_counts_equal_the_meta_model():
     linear = sum(m.weight.numel() for n, m in model.named_modules()
                  if isinstance(m, torch.nn.Linear) and "language_model.layers" in n)
     assert p["llm_linear"] == linear
-    cfg = get_config("tiny")
+    cfg = get_config("unit")
     a = trainable_by_component(apply_tier_a(meta_model(config), cfg))["total"]
     b = trainable_by_component(apply_tier_b(meta_model(config), cfg))["total"]
     assert shape.lora_params("a", cfg.tier_a.r) == a
@@ -280,9 +280,9 @@ def test_a_named_plan_applies_and_any_field_can_be_overridden():
 
 def test_bad_values_are_refused():
     with pytest.raises(ConfigError, match="quantize"):
-        get_config("tiny", quantize="8bit")
+        get_config("unit", quantize="8bit")
     with pytest.raises(ConfigError, match="hardware"):
-        get_config("tiny", hardware="v100")
+        get_config("unit", hardware="v100")
 
 
 def test_4bit_without_bitsandbytes_is_a_clear_error(tiny_cfg, monkeypatch):

@@ -26,7 +26,7 @@ def test_batched_equals_unbatched(pipeline):
 def _cli(cfg, out_root, extra=()):
     sets = [f"root={out_root}", f"model_id={cfg.model_id}", f"dataset_id={cfg.dataset_id}",
             "gen_batch_size=1", "max_new_tokens=24", "test_limit=6", *extra]
-    cmd = [sys.executable, "-m", "tableqa_helpers", "predict", "--profile", "tiny",
+    cmd = [sys.executable, "-m", "tableqa_helpers", "predict", "--profile", "unit",
            "--stage", "base", "--split", "test"]
     for s in sets:
         cmd += ["--set", s]
@@ -44,11 +44,11 @@ def test_killed_run_resumes_to_the_same_file(tiny_cfg, tmp_path):
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
     full = tmp_path / "full"
     subprocess.run(_cli(tiny_cfg, full), check=True, env=env, capture_output=True)
-    expected = _rows(full / "tiny" / "predictions" / "test" / "base.jsonl")
+    expected = _rows(full / "unit" / "predictions" / "test" / "base.jsonl")
     assert len(expected) == 6
 
     part = tmp_path / "part"
-    out = part / "tiny" / "predictions" / "test" / "base.jsonl"
+    out = part / "unit" / "predictions" / "test" / "base.jsonl"
     proc = subprocess.Popen(_cli(tiny_cfg, part), env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 120

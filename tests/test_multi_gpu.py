@@ -73,10 +73,10 @@ def _free_port() -> int:
 
 
 def _args(standins, run_root, grad_accum: int) -> list[str]:
-    base = get_config("tiny", root=str(standins))
+    base = get_config("unit", root=str(standins))
     sets = [f"model_id={base.model_id}", f"dataset_id={base.dataset_id}", f"root={run_root}",
             f"grad_accum={grad_accum}", *SETTINGS]
-    return ["train", "--tier", "a", "--profile", "tiny", *[x for s in sets for x in ("--set", s)]]
+    return ["train", "--tier", "a", "--profile", "unit", *[x for s in sets for x in ("--set", s)]]
 
 
 def _run(cmd, trace: Path, retry_abort: bool = False) -> str:
@@ -100,7 +100,7 @@ def _run(cmd, trace: Path, retry_abort: bool = False) -> str:
 
 
 def _log(run_root: Path) -> list[tuple]:
-    log = json.loads((run_root / "tiny" / "logs" / "tier_a.json").read_text())
+    log = json.loads((run_root / "unit" / "logs" / "tier_a.json").read_text())
     return [(e["step"], e["loss"], e["grad_norm"]) for e in log["log_history"] if "loss" in e]
 
 
@@ -122,12 +122,12 @@ def test_two_cpu_processes_train_like_one_with_the_same_global_batch(standins, t
     writers = {(rank, what) for rank, _, what, _ in trace if what not in ("start", "teardown")}
     assert writers == {("0", "adapter"), ("0", "log"), ("0", "marker")}, trace  # rank 0 only
 
-    checkpoints = two / "tiny" / "checkpoints" / "tier_a"
+    checkpoints = two / "unit" / "checkpoints" / "tier_a"
     last = resume.last_complete_checkpoint(checkpoints, clean=False)
     assert last.name == "checkpoint-4"  # 16 samples / global batch 4: the data was split
     assert {p.name for p in last.glob("rng_state_*.pth")} == {"rng_state_0.pth", "rng_state_1.pth"}
 
-    timed = [e for e in json.loads((two / "tiny" / "logs" / "tier_a.json").read_text())
+    timed = [e for e in json.loads((two / "unit" / "logs" / "tier_a.json").read_text())
              ["log_history"] if "step_seconds" in e]
     assert [e["step"] for e in timed] == [2, 3, 4]  # the first log holds the warm-up
     assert all(0 <= e["data_seconds"] <= e["step_seconds"] for e in timed), timed
@@ -137,8 +137,8 @@ def test_two_cpu_processes_train_like_one_with_the_same_global_batch(standins, t
     for (_, loss1, norm1), (_, loss2, norm2) in zip(a, b):
         assert loss2 == pytest.approx(loss1, rel=1e-4)
         assert norm2 == pytest.approx(norm1, rel=1e-4)
-    w1 = load_file(str(one / "tiny" / "tier_a" / "adapter_model.safetensors"))
-    w2 = load_file(str(two / "tiny" / "tier_a" / "adapter_model.safetensors"))
+    w1 = load_file(str(one / "unit" / "tier_a" / "adapter_model.safetensors"))
+    w2 = load_file(str(two / "unit" / "tier_a" / "adapter_model.safetensors"))
     assert w1.keys() == w2.keys()
     for name in w1:
         torch.testing.assert_close(w2[name], w1[name], atol=1e-4, rtol=0, msg=name)
@@ -171,7 +171,7 @@ from tableqa_helpers.train import load_trainable_state_dict, trainable_state_dic
 
 root, model_id, out = sys.argv[1:]
 dist.init_process_group("gloo")
-cfg = get_config("tiny", root=root, model_id=model_id)
+cfg = get_config("unit", root=root, model_id=model_id)
 model = apply_tier_a(load_model(cfg, trainable=True), cfg)
 torch.manual_seed(0)  # the same non-zero adapter weights on both ranks (LoRA B starts at zero)
 for p in model.parameters():
@@ -216,7 +216,7 @@ def test_fsdp2_adapter_save_gathers_only_the_trainable_weights(standins, tmp_pat
     see the next test.)"""
     script = tmp_path / "fsdp_save.py"
     script.write_text(FSDP_SAVE)
-    base = get_config("tiny", root=str(standins))
+    base = get_config("unit", root=str(standins))
     _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
           "--master_port", str(_free_port()), str(script), str(standins), base.model_id,
           str(tmp_path)], tmp_path / "fsdp.trace", retry_abort=True)

@@ -197,7 +197,7 @@ def test_init_rejects_what_is_not_a_mini_checkpoint(tmp_path, standins):
 
     with pytest.raises(FileNotFoundError, match="no mini checkpoint"):
         pretrain(tmp_path / "x", steps=1, workers=0, device="cpu", init=tmp_path / "missing")
-    tiny = get_config("tiny", root=str(standins)).model_id  # the random tiny stand-in
+    tiny = get_config("unit", root=str(standins)).model_id  # the random tiny stand-in
     with pytest.raises(ValueError, match="hidden_size"):
         pretrain(tmp_path / "x", steps=1, workers=0, device="cpu", init=tiny)
     with pytest.raises(ValueError, match="50 with a time budget"):

@@ -38,17 +38,17 @@ SETTINGS = ["train_limit=16", "eval_limit=1", "tier_a.epochs=2", "batch_size=4",
 
 
 def _command(standins, run_root) -> list[str]:
-    base = get_config("tiny", root=str(standins))
+    base = get_config("unit", root=str(standins))
     sets = [f"model_id={base.model_id}", f"dataset_id={base.dataset_id}", f"root={run_root}",
             *SETTINGS]
-    return [sys.executable, "-m", "tableqa_helpers", "train", "--tier", "a", "--profile", "tiny",
+    return [sys.executable, "-m", "tableqa_helpers", "train", "--tier", "a", "--profile", "unit",
             *[x for s in sets for x in ("--set", s)]]
 
 
 def _env() -> dict:
     return {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1",
             "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-            "OMP_NUM_THREADS": "2", "TABLEQA_PROFILE": "tiny"}
+            "OMP_NUM_THREADS": "2", "TABLEQA_PROFILE": "unit"}
 
 
 def _run(cmd) -> str:
@@ -80,12 +80,12 @@ def _run_and_kill(cmd, checkpoints: Path, complete_step: int, past_epoch: str) -
 
 
 def _losses(run_root: Path) -> list[tuple]:
-    log = json.loads((run_root / "tiny" / "logs" / "tier_a.json").read_text())
+    log = json.loads((run_root / "unit" / "logs" / "tier_a.json").read_text())
     return [(e["step"], e["loss"], e["grad_norm"]) for e in log["log_history"] if "loss" in e]
 
 
 def _adapter(run_root: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(run_root / "tiny" / "tier_a" / "adapter_model.safetensors"))
+    return load_file(str(run_root / "unit" / "tier_a" / "adapter_model.safetensors"))
 
 
 def test_killed_run_resumes_to_the_same_adapter_and_losses(standins, tmp_path):
@@ -94,10 +94,10 @@ def test_killed_run_resumes_to_the_same_adapter_and_losses(standins, tmp_path):
     _run(_command(standins, straight))
     t1 = time.perf_counter()
 
-    checkpoints = killed / "tiny" / "checkpoints" / "tier_a"
+    checkpoints = killed / "unit" / "checkpoints" / "tier_a"
     # 4 steps an epoch: step 7 ("epoch": 1.75) is mid-way through the second epoch
     _run_and_kill(_command(standins, killed), checkpoints, complete_step=6, past_epoch="1.75")
-    assert not (killed / "tiny" / "tier_a").exists(), "the killed run must not have finished"
+    assert not (killed / "unit" / "tier_a").exists(), "the killed run must not have finished"
     assert resume.last_complete_checkpoint(checkpoints, clean=False).name == "checkpoint-6"
     # a kill while writing checkpoint-8 leaves it torn; stock get_last_checkpoint would take it
     torn = checkpoints / "checkpoint-8"

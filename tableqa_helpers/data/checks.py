@@ -156,14 +156,13 @@ def _ensure_processor(cfg: Config, processor):
     if processor is not None:
         return processor
     from ..model.load import load_processor
-    from ..offline.standin import build_tiny_model, ensure_standins
+    from ..offline.standin import ensure_standin_model, ensure_standins
 
     standins = Path(cfg.standin_dir).resolve()
     if cfg.use_standins and Path(cfg.dataset_id).resolve().is_relative_to(standins):
         ensure_standins(cfg)  # never writes a synthetic dataset where the user's data should be
-    elif (cfg.use_standins and Path(cfg.model_id).resolve().is_relative_to(standins)
-          and not (Path(cfg.model_id) / "config.json").exists()):
-        build_tiny_model(cfg.model_id)
+    elif cfg.use_standins and Path(cfg.model_id).resolve().is_relative_to(standins):
+        ensure_standin_model(cfg)
     return load_processor(cfg)
 
 

@@ -2,10 +2,12 @@
 
     make_synthetic_dataset(out_dir, train=100, validation=20, test=20, seed=0)
         -> out_dir/data/{train,validation,test}-00000-of-00001.parquet + out_dir/README.md
+           + out_dir/synthetic.json (the arguments it was made with, see `made_with`)
 """
 from __future__ import annotations
 
 import io
+import json
 import random
 import re
 from pathlib import Path
@@ -18,6 +20,7 @@ from .questions import _join, make_question, make_sample
 
 
 
+ARGS_FILE = "synthetic.json"
 _CARD = """---
 pretty_name: Synthetic Visual-TableQA
 configs:
@@ -87,10 +90,19 @@ def make_synthetic_dataset(out_dir: str | Path, train: int = 100, validation: in
                 start += n
             card = _CARD.format(seed=seed, types=", ".join(QUESTION_TYPES), **sizes)
             (tmp / "README.md").write_text(card, encoding="utf-8")
+            args = dict(sizes, seed=seed, min_width=min_width, max_width=max_width, rows=rows,
+                        cols=cols, min_height=min_height)
+            (tmp / ARGS_FILE).write_text(json.dumps(args, indent=1), encoding="utf-8")
     finally:
         if not bars_were_off:
             datasets.enable_progress_bars()
     return out_dir
+
+
+def made_with(out_dir: str | Path) -> dict | None:
+    """The arguments `make_synthetic_dataset` wrote `out_dir` with (None: not one of its folders)."""
+    path = Path(out_dir) / ARGS_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
 
 
 def _split_dataset(indices: range, seed: int, min_width: int, max_width: int,

@@ -22,7 +22,7 @@ from PIL import Image, ImageDraw, ImageOps
 
 from .dataset import corpus_sentences
 from .render import dejavu_font, render_table
-from .tables import cell_texts, header_text, make_table
+from .tables import MINI_TOKENS, TABLE_SHAPES, cell_texts, header_text, make_table
 
 # The mini base's shape: the 7B's module tree, scaled down (head_dim 80 in the vision tower as
 # in the 7B; windowed blocks 0 and 2, full attention in 1 and 3).
@@ -34,15 +34,13 @@ MINI = dict(
                 fullatt_block_indexes=[1, 3], window_size=112, patch_size=14, spatial_merge_size=2,
                 temporal_patch_size=2, tokens_per_second=2, in_chans=3),
 )
-# Mini tables: few rows and columns, drawn wide enough that a digit spans about one patch.
-TABLE = dict(rows=(3, 5), cols=(2, 3), min_width=640, max_width=900, min_height=200)
-MIN_TOKENS, MAX_TOKENS = 64, 320  # pixel budget in merged 28x28 tokens
+TABLE = TABLE_SHAPES["mini"]  # the mini's tables
+MIN_TOKENS, MAX_TOKENS = MINI_TOKENS
 
 
 def mini_table(rng: random.Random, index: int) -> dict:
     """A synthetic table of the mini's size (`TABLE`); index: its table_id."""
-    return make_table(rng, index, **{k: TABLE[k] for k in ("rows", "cols", "min_width",
-                                                             "max_width", "min_height")})
+    return make_table(rng, index, **TABLE)
 
 
 def reading_turns(table: dict, rng: random.Random, k: int) -> list[tuple[str, str]]:

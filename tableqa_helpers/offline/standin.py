@@ -10,7 +10,10 @@ loads with exactly the calls used for the real model:
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import random
+import shutil
 from pathlib import Path
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>",
@@ -168,20 +171,74 @@ def build_tiny_model(out_dir: str | Path, seed: int = 0) -> Path:
     return Path(out_dir)
 
 
+# The mini base: pretrained by `python -m tableqa_helpers pretrain-mini` (docs/mini-base.md) and
+# shipped with the package, weights in bfloat16, with the processor it was trained with.
+MINI_BASE_DIR = Path(__file__).parent / "mini_base"
+MINI_BASE_SHA256 = "f3439a423feaccf93d49eaddfd8fb929187c5e995b7a851322ea8e49391afc0b"
+
+
+def sha256_of(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def install_mini_base(out_dir: str | Path, source: str | Path = MINI_BASE_DIR,
+                      sha256: str = MINI_BASE_SHA256) -> Path:
+    """Copy the shipped mini base into `out_dir` once its weights match the known checksum."""
+    from ..io import atomic_dir
+
+    source = Path(source)
+    weights = source / "model.safetensors"
+    for need in (weights, source / "config.json", source / "tokenizer.json"):
+        if not need.exists():
+            raise FileNotFoundError(f"the mini base is incomplete: {need} is missing; restore it "
+                                    "(git checkout) or rebuild it as docs/mini-base.md says")
+    if (got := sha256_of(weights)) != sha256:
+        raise ValueError(f"{weights} has SHA-256 {got}, expected {sha256}: the file is damaged "
+                         "or was replaced; restore it (git checkout) or rebuild it as "
+                         "docs/mini-base.md says")
+    with atomic_dir(out_dir) as tmp:
+        for path in source.iterdir():
+            if path.is_file():
+                shutil.copy2(path, tmp / path.name)
+    return Path(out_dir)
+
+
+def ensure_standin_model(cfg) -> bool:
+    """Put the profile's stand-in model at ``cfg.model_id`` unless one is there; True if it did."""
+    if (Path(cfg.model_id) / "config.json").exists():
+        return False
+    if cfg.standin_model == "mini":
+        install_mini_base(cfg.model_id)
+    else:
+        build_tiny_model(cfg.model_id, seed=0)
+    return True
+
+
 def ensure_standins(cfg) -> dict[str, str]:
-    """Build the tiny model and synthetic dataset a stand-in profile needs, if not there yet."""
-    from .dataset import make_synthetic_dataset
+    """Build the stand-in model and synthetic dataset a stand-in profile needs, if not there yet.
+
+    The model: the shipped mini base (``standin_model="mini"``) or the random tiny one. The
+    synthetic dataset is rebuilt when its folder was made with other sizes or table shapes.
+    """
+    from .dataset import made_with, make_synthetic_dataset
+    from .tables import TABLE_SHAPES
 
     made = {}
     if not cfg.use_standins:
         return made
-    if not (Path(cfg.model_id) / "config.json").exists():
-        build_tiny_model(cfg.model_id, seed=0)
+    if ensure_standin_model(cfg):
         made["model"] = cfg.model_id
     ours = Path(cfg.dataset_id).resolve().is_relative_to(Path(cfg.standin_dir).resolve())
-    if ours and not (Path(cfg.dataset_id) / "data").exists():  # never over your own data
-        train, validation, test = cfg.synth_sizes
-        make_synthetic_dataset(cfg.dataset_id, train=train, validation=validation, test=test,
-                               seed=0)
+    train, validation, test = cfg.synth_sizes
+    args = dict(train=train, validation=validation, test=test, seed=0,
+                **TABLE_SHAPES[cfg.synth_tables])
+    # a folder of ours made by another version or with other arguments is made again
+    if ours and made_with(cfg.dataset_id) != json.loads(json.dumps(args)):  # tuples as lists
+        make_synthetic_dataset(cfg.dataset_id, **args)
         made["dataset"] = cfg.dataset_id
     return made

@@ -12,6 +12,13 @@ from decimal import ROUND_HALF_UP, Decimal
 QUESTION_TYPES = ("lookup", "comparison", "aggregation", "color_count", "multi_step")
 SPLITS = ("train", "validation", "test")
 COLUMNS = ("table_id", "image", "question", "answer", "final_answer", "question_type")
+# Size knobs of `make_table` by name. "default": the synthetic dataset's usual tables; "mini":
+# few rows and columns drawn wide enough that a digit spans about one patch (the mini base's).
+TABLE_SHAPES = {
+    "default": dict(rows=(3, 10), cols=(2, 5), min_width=500, max_width=3000, min_height=None),
+    "mini": dict(rows=(3, 5), cols=(2, 3), min_width=640, max_width=900, min_height=200),
+}
+MINI_TOKENS = (64, 320)  # the pixel budget (in merged 28x28 tokens) the mini base reads at
 
 # ----------------------------------------------------------------------------------------------
 # Vocabulary: modest word lists, so a small BPE tokenizer trained on `corpus_sentences` covers them
