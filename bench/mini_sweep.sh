@@ -36,23 +36,20 @@ for t in "${trials[@]}"; do
 done
 wait
 $PY - "$work" <<'EOF'
-import json, sys
+import csv, sys
 from pathlib import Path
 work = Path(sys.argv[1])
-print("trial | stage | correct | by type (correct %)")
+print("trial | stage | correct % | by type (correct %)")
 for log in sorted(work.glob("*.log")):
     name = log.stem
-    scores = work / name / "eval" / "test" / "scores.jsonl"
-    done = [l.split(" done")[0][3:] for l in log.read_text().splitlines() if l.startswith("== ")]
-    if not scores.exists():
+    table = work / name / "eval" / "test" / "comparison.csv"  # written by `evaluate`
+    if not table.exists():
+        done = [l[3:].split(" done")[0] for l in log.read_text().splitlines() if l.startswith("== ")]
         print(f"{name} | - | - | reached: {done[-1] if done else 'nothing'}")
         continue
-    rows = [json.loads(l) for l in scores.open()]
+    rows = list(csv.DictReader(table.open()))
     for stage in ("base", "a", "b"):
-        r = [x for x in rows if x["stage"] == stage]
-        types = sorted({x["question_type"] for x in r})
-        by = {t: 100 * sum(x["correct"] for x in r if x["question_type"] == t)
-              / max(1, sum(x["question_type"] == t for x in r)) for t in types}
-        print(f"{name} | {stage} | {100 * sum(x['correct'] for x in r) / max(1, len(r)):.0f} | "
+        by = {r["question_type"]: 100 * float(r["correct"]) for r in rows if r["stage"] == stage}
+        print(f"{name} | {stage} | {by.pop('all'):.0f} | "
               + " ".join(f"{t[:6]}={v:.0f}" for t, v in by.items()))
 EOF

@@ -24,7 +24,7 @@ def standins(tmp_path_factory):
 
 
 def make_cfg(standins, run_root, **overrides):
-    """A tiny-profile config whose run folder is `run_root`, sharing the stand-ins."""
+    """A unit-profile config whose run folder is `run_root`, sharing the stand-ins."""
     base = get_config("unit", root=str(standins))
     return get_config("unit", root=str(run_root), **{"model_id": base.model_id,
                                                       "dataset_id": base.dataset_id, **overrides})
@@ -32,7 +32,7 @@ def make_cfg(standins, run_root, **overrides):
 
 @pytest.fixture
 def tiny_cfg(standins, tmp_path):
-    """A tiny-profile config with a fresh run folder."""
+    """A unit-profile config with a fresh run folder."""
     return make_cfg(standins, tmp_path)
 
 
