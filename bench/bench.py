@@ -1,6 +1,6 @@
 """This project's training and inference speed, plus the tutorial's inference, on one card.
 
-    python -m bench.bench --shape {tiny,7b} --out DIR [--parts vision,profile,a,b,infer]
+    python -m bench.bench --shape {tiny,7b} --out DIR [--parts vision,profile,a,b,infer,fused_check]
 
 One process builds Qwen2.5-VL at the chosen shape with random weights (same FLOPs as the real
 model) and runs, in order:
@@ -12,8 +12,11 @@ model) and runs, in order:
   DataLoader workers and VisionCache a real run uses) at the default GPU preset and alternatives.
   Tier A: epoch 1 (every image a cache miss: the vision tower runs) and epoch 2 (all hits), each
   timed over all of its optimizer steps after a warm-up run on other rows;
-- infer: the tutorial's one-at-a-time `generate` (stock attention) vs `infer.generate_batch`
-  over `GenerationCollator` batches (grouped attention), same `max_new_tokens`.
+- fused_check: loss and gradients of a few Tier A micro-batches, plain vs liger-kernel's fused
+  RMSNorm / SwiGLU (`model/fused.py`) vs compiled blocks, on the same batches;
+- infer (after training): the tutorial's one-at-a-time `generate` (stock attention) vs
+  `infer.generate_batch` over `GenerationCollator` batches (grouped attention), same
+  `max_new_tokens`; optionally sorted by length and with a static KV cache.
 Records go to DIR/ours.jsonl (one JSON object each) and a summary line per record to stdout.
 """
 from __future__ import annotations
@@ -244,6 +247,58 @@ def profile_ours(pm, processor, cfg, rows, log, out_dir, bs=1, profiler=True):
     reset_memory()
 
 
+def check_fused(pm, processor, cfg, rows, log, n=3):
+    """Loss and LoRA gradients of `n` Tier A micro-batches (bf16 autocast, eager): plain kernels
+    against liger's (`model/fused.py`) and against compiled blocks, on the same batches."""
+    from tableqa_helpers.model import fused
+    from tableqa_helpers.train import fast_loss
+
+    dev = "cuda" if cuda() else "cpu"
+    collate = TrainCollator(processor, cfg.system_prompt, cfg.max_length)
+    batches = [{k: (v.to(dev) if torch.is_tensor(v) else v) for k, v in collate([r]).items()}
+               for r in rows[:n]]
+    pm.train()
+
+    def run():
+        out = []
+        for b in batches:
+            pm.zero_grad(set_to_none=True)
+            with torch.autocast(dev, dtype=torch.bfloat16, enabled=cuda()):
+                loss = fast_loss(pm, b)
+            loss.backward()
+            out.append((loss.item(), {k: p.grad.float().clone() for k, p in pm.named_parameters()
+                                      if p.grad is not None}))
+        return out
+
+    def diff(a, b):  # max over batches: relative loss difference, relative difference of the
+        loss = max(abs(x[0] - y[0]) / abs(x[0]) for x, y in zip(a, b))  # whole gradient vector
+        grad = max(float(torch.cat([(x[1][k] - y[1][k]).flatten() for k in x[1]]).norm()
+                         / torch.cat([x[1][k].flatten() for k in x[1]]).norm()) for x, y in zip(a, b))
+        return round(loss, 6), round(grad, 5)
+
+    plain = run()
+    again = run()  # the plain path twice: the run-to-run noise of the kernels themselves
+    rec = {"part": "fused_check", "batches": n, "losses_plain": [round(x[0], 5) for x in plain],
+           "plain_vs_plain": diff(plain, again)}
+    fused.use_liger_kernels(pm)
+    try:
+        rec["liger_modules"] = sum(1 for m in pm.modules() if getattr(m, "_tableqa_liger", False))
+        liger = run()
+        rec["losses_liger"] = [round(x[0], 5) for x in liger]
+        rec["liger_vs_plain"] = diff(plain, liger)  # (max relative loss diff, max relative grad diff)
+    finally:
+        fused.use_plain_kernels(pm)
+    fast.compile_blocks(pm)
+    try:
+        rec["compiled_vs_plain"] = diff(plain, run())
+    finally:
+        fast.uncompile_blocks(pm)
+    pm.zero_grad(set_to_none=True)
+    log(rec)
+    batches.clear()
+    reset_memory()
+
+
 # ---- training ------------------------------------------------------------------------------
 def run_training(model, processor, cfg, tier, name, settings, warm_rows, rows, epochs, log,
                  stats, flops):
@@ -264,7 +319,8 @@ def run_training(model, processor, cfg, tier, name, settings, warm_rows, rows, e
     bs, ga = preset["batch_size"], preset["grad_accum"]
     rec = {"part": f"tier_{tier}", "variant": name, "preset": preset["preset"], "batch_size": bs,
            "grad_accum": ga, "checkpointing": preset["gradient_checkpointing"],
-           "workers": c.dataloader_workers, "compiled": presets.compile_wanted(c)}
+           "workers": c.dataloader_workers, "compiled": presets.compile_wanted(c),
+           "fused": c.fused_kernels}
     tmp = scratch("bench-")
     common = dict(output_dir=tmp, logging_strategy="no", save_strategy="no", eval_strategy="no",
                   disable_tqdm=True, report_to=[])
@@ -367,27 +423,36 @@ def bench_infer(model, processor, cfg, rows, log, max_new_tokens, n_tutorial, ba
                "new_tokens_mean": statistics.mean(made), **peak_gib()})
     fast.use_grouped_vision_attention(model)
     collate = GenerationCollator(processor, cfg.system_prompt)
-    for bsz in batch_sizes:
+    for spec in batch_sizes:  # "32"; "64s": rows sorted by length; "64s+static": static KV cache
+        bsz, cache = int(spec.split("+")[0].rstrip("s")), ("static" if "+static" in spec else None)
         reset_memory()
         n = bsz * max(1, min(2, len(rows) // bsz))
+        use, by_length = rows[:n], spec.split("+")[0].endswith("s")
+        if by_length:  # similar lengths share a batch: less padding
+            use = sorted(use, key=lambda r: count_tokens(processor, r, cfg.system_prompt)["total"])
+        name = "ours batched" + (", sorted" if by_length else "") + (f", {cache} cache" if cache else "")
         try:
             with torch.no_grad():
-                generate_batch(model, processor, collate(rows[:2]), 8)  # warm-up
+                # warm-up (for a static cache at the timed batch size: it compiles the decoding step)
+                generate_batch(model, processor, collate(use[:bsz] if cache else use[:2]), 8, cache)
                 sync()
                 t = time.perf_counter()
                 made = []
                 for s in range(0, n, bsz):
-                    made += generate_batch(model, processor, collate(rows[s:s + bsz]),
-                                           max_new_tokens)[1]
+                    made += generate_batch(model, processor, collate(use[s:s + bsz]),
+                                           max_new_tokens, cache)[1]
                 sync()
             dt = time.perf_counter() - t
             rate = n / dt
-            log({**base, "variant": "ours batched", "batch": bsz, "samples": n,
+            log({**base, "variant": name, "batch": bsz, "samples": n,
                  "seconds": round(dt, 2), "samples_per_s": round(rate, 3),
                  "speedup_vs_tutorial": round(rate / tut["samples_per_s"], 2),
                  "new_tokens_mean": statistics.mean(made), **peak_gib()})
         except torch.OutOfMemoryError:
-            log({**base, "variant": "ours batched", "batch": bsz, "error": "OOM", **peak_gib()})
+            log({**base, "variant": name, "batch": bsz, "error": "OOM", **peak_gib()})
+        except Exception as e:  # keep the other variants running
+            traceback.print_exc()
+            log({**base, "variant": name, "batch": bsz, "error": f"{type(e).__name__}: {e}"[:300]})
         reset_memory()
 
 
@@ -417,7 +482,7 @@ def main(argv=None):
     if not cuda():
         cfg.dtype = "float32"
     per_epoch = a.epoch_rows or (48 if big else 8)
-    n_gen = max(int(x) for x in a.gen_batches.split(",")) * (2 if big else 1)
+    n_gen = max(int(x.split("+")[0].rstrip("s")) for x in a.gen_batches.split(",")) * (2 if big else 1)
     t0 = time.perf_counter()
     workers = min(12, os.cpu_count() or 1) if big else 0  # rendered before CUDA starts
     warm_rows = tables.rows(0, 8 if big else 4, workers=workers)
@@ -449,17 +514,16 @@ def main(argv=None):
     if "vision" in parts:
         guarded("vision", lambda: bench_vision(model, processor, cfg, rows, log, 5 if big else 1,
                                                a.out, a.profiler))
-    if "infer" in parts:
-        guarded("infer", lambda: bench_infer(
-            model, processor, cfg, gen_rows, log, a.max_new_tokens or (128 if big else 8),
-            a.n_tutorial_gen or (4 if big else 2), [int(x) for x in a.gen_batches.split(",")]))
     if "profile" in parts:
         model = guarded("profile", lambda: bench_profile(model, processor, cfg, rows, log, a.out,
                                                          a.profiler_tutorial)) or model
     fast.use_grouped_vision_attention(model)  # what load_model does under SDPA
-    eager = {"compile_blocks": "off"}  # a [settings, config changes] pair
+    eager = {"compile_blocks": "off", "fused_kernels": "off"}  # a [settings, config changes] pair
+    liger = {"fused_kernels": "liger"}  # liger-kernel's RMSNorm / SwiGLU (model/fused.py)
     variants = {"default": "default", "40gb": "40gb", "eager": ["default", eager],
-                "40gb_eager": ["40gb", eager], "bs2": (2, 12, False),
+                "40gb_eager": ["40gb", eager], "liger": ["default", liger],
+                "liger_eager": ["default", {**eager, **liger}],
+                "bs2": (2, 12, False),
                 "bs1_ga24": (1, 24, False), "bs4_ckpt": (4, 6, True), "bs2_ckpt": (2, 12, True),
                 "bs2_ckpt2": (2, 12, 2), "bs3_ckpt2": (3, 8, 2), "bs3_ckpt": (3, 8, True),
                 "tutorial_batch": (3, 8, True), "bs3": (3, 8, False)}
@@ -470,6 +534,8 @@ def main(argv=None):
             continue
         apply = apply_tier_a if tier == "a" else apply_tier_b
         pm = apply(model, cfg)
+        if tier == "a" and "fused_check" in parts:
+            guarded("fused_check", lambda: check_fused(pm, processor, cfg, rows, log))
         if tier == "a" and "profile_ours" in parts:
             for bs in (1,):
                 guarded("profile_ours", lambda: profile_ours(pm, processor, cfg, rows, log, a.out,
@@ -482,6 +548,10 @@ def main(argv=None):
         if hasattr(model, "peft_config"):
             del model.peft_config
         reset_memory()
+    if "infer" in parts:  # after training: the model is the plain base again
+        guarded("infer", lambda: bench_infer(
+            model, processor, cfg, gen_rows, log, a.max_new_tokens or (128 if big else 8),
+            a.n_tutorial_gen or (4 if big else 2), a.gen_batches.split(",")))
     print("DONE", card(), flush=True)
 
 

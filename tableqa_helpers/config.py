@@ -108,6 +108,8 @@ class Config:
     compile_blocks: str = "auto"  # torch.compile each decoder layer / vision MLP in training:
     #                               "auto" (on a bf16/fp16 GPU of compute capability >= 8, not
     #                               under 4-bit), "on", "off" (fast.compile_blocks)
+    fused_kernels: str = "off"  # "liger": liger-kernel's RMSNorm / SwiGLU in training (GPU only;
+    #                             slower than compiled blocks on an H100: model/fused.py)
     gpu: str = "manual"  # batch preset (fast.GPU_PRESETS): manual (fields as set), auto, 80gb...
     quantize: str = "none"  # base weights: "none" (dtype) or "4bit" (QLoRA; needs bitsandbytes)
     hardware: str = "none"  # GPU plan (hardware/) for fields not set: none, auto, or t4, l4, h100...
@@ -187,14 +189,12 @@ class Config:
                 raise ConfigError(f"{name}.epochs must be > 0, got {t.epochs}")
         if self.tier_b.last_n_blocks < 1:
             raise ConfigError(f"tier_b.last_n_blocks must be >= 1, got {self.tier_b.last_n_blocks}")
-        for name, known in (("standin_model", STANDIN_MODELS), ("synth_tables", TABLE_SHAPES)):
+        for name, known in (("standin_model", STANDIN_MODELS), ("synth_tables", TABLE_SHAPES),
+                            ("compile_blocks", ("auto", "on", "off")), ("fused_kernels", ("off", "liger")),
+                            ("dtype", ("bfloat16", "float16", "float32"))):
             if getattr(self, name) not in known:
                 raise ConfigError(f"{name} must be one of {', '.join(known)}, "
                                   f"got {getattr(self, name)!r}")
-        if self.compile_blocks not in ("auto", "on", "off"):
-            raise ConfigError(f"compile_blocks must be auto, on or off, got {self.compile_blocks!r}")
-        if self.dtype not in ("bfloat16", "float16", "float32"):
-            raise ConfigError(f"dtype must be bfloat16, float16 or float32, got {self.dtype!r}")
         from .hardware.cards import CARDS, QUANTIZE
         if self.quantize not in QUANTIZE:
             raise ConfigError(f"quantize must be one of {', '.join(QUANTIZE)}, got {self.quantize!r}")

@@ -34,8 +34,12 @@ def output_path(cfg: Config, stage: str, split: str) -> Path:
 
 
 @torch.no_grad()
-def generate_batch(model, processor, batch: dict, max_new_tokens: int) -> tuple[list[str], list[int]]:
-    """Greedy decoding of a left-padded batch, stopping at <|im_end|>; texts and token counts."""
+def generate_batch(model, processor, batch: dict, max_new_tokens: int,
+                   cache_implementation: str | None = None) -> tuple[list[str], list[int]]:
+    """Greedy decoding of a left-padded batch, stopping at <|im_end|>; texts and token counts.
+
+    cache_implementation: transformers' KV cache kind (None: dynamic; "static" preallocates it,
+    and transformers then compiles the decoding step on a GPU)."""
     from .model.load import device
 
     tok = processor.tokenizer
@@ -46,7 +50,9 @@ def generate_batch(model, processor, batch: dict, max_new_tokens: int) -> tuple[
     with sdpa_without_cudnn():  # cuDNN would build a graph per decoding step (model/fast.py)
         out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
                              num_beams=1, eos_token_id=stop, pad_token_id=tok.pad_token_id,
-                             use_cache=True, temperature=None, top_p=None, top_k=None)
+                             use_cache=True, temperature=None, top_p=None, top_k=None,
+                             **({"cache_implementation": cache_implementation}
+                                if cache_implementation else {}))
     new = out[:, batch["input_ids"].shape[1]:]
     counts = []
     for row in new.tolist():

@@ -71,7 +71,7 @@ def test_learning_rates_must_be_positive(key, value):
     ({"tier_b.dropout": "1.0"}, r"tier_b.dropout must be in \[0, 1\)"),
     ({"tier_a.epochs": "0"}, "tier_a.epochs must be > 0"),
     ({"tier_b.last_n_blocks": "0"}, "tier_b.last_n_blocks must be >= 1"),
-    ({"dtype": "fp8"}, "dtype must be bfloat16, float16 or float32"),
+    ({"dtype": "fp8"}, "dtype must be one of bfloat16, float16, float32, got 'fp8'"),
     ({"batch_size": "0"}, "batch_size must be >= 1"),
     ({"max_length": "0"}, "max_length must be >= 1"),
 ])

@@ -54,3 +54,21 @@ def test_synthetic_data_is_rebuilt_when_its_arguments_change(tmp_path):
     assert ensure_standins(mini) == {"dataset": mini.dataset_id}
     assert made_with(mini.dataset_id)["rows"] == [3, 5]
     assert json.loads((Path(mini.dataset_id) / ARGS_FILE).read_text())["max_width"] == 900
+
+
+def test_an_earlier_base_in_the_standin_folder_is_replaced_a_user_folder_never(tmp_path):
+    from tableqa_helpers.offline.standin import ensure_standin_model
+
+    cfg = get_config("tiny", {"root": str(tmp_path)})
+    assert ensure_standin_model(cfg) is True  # first use: installed
+    assert ensure_standin_model(cfg) is False  # the shipped weights: left alone
+    weights = Path(cfg.model_id) / "model.safetensors"
+    weights.write_bytes(b"an earlier version's weights")
+    assert ensure_standin_model(cfg) is True  # ours but not the shipped base: installed again
+    assert sha256_of(weights) == MINI_BASE_SHA256
+    mine = tmp_path / "my-model"
+    shutil.copytree(cfg.model_id, mine)
+    (mine / "model.safetensors").write_bytes(b"my own weights")
+    user = get_config("tiny", {"root": str(tmp_path), "model_id": str(mine)})
+    assert ensure_standin_model(user) is False
+    assert (mine / "model.safetensors").read_bytes() == b"my own weights"

@@ -174,7 +174,7 @@ def build_tiny_model(out_dir: str | Path, seed: int = 0) -> Path:
 # The mini base: pretrained by `python -m tableqa_helpers pretrain-mini` (docs/mini-base.md) and
 # shipped with the package, weights in bfloat16, with the processor it was trained with.
 MINI_BASE_DIR = Path(__file__).parent / "mini_base"
-MINI_BASE_SHA256 = "f3439a423feaccf93d49eaddfd8fb929187c5e995b7a851322ea8e49391afc0b"
+MINI_BASE_SHA256 = "cbbf2729d70a371ec997e27bd4901dfd2531ec2d73f9a51249a93b92730292a4"
 
 
 def sha256_of(path: str | Path) -> str:
@@ -209,9 +209,17 @@ def install_mini_base(out_dir: str | Path, source: str | Path = MINI_BASE_DIR,
 
 
 def ensure_standin_model(cfg) -> bool:
-    """Put the profile's stand-in model at ``cfg.model_id`` unless one is there; True if it did."""
-    if (Path(cfg.model_id) / "config.json").exists():
-        return False
+    """Put the profile's stand-in model at ``cfg.model_id`` unless one is there; True if it did.
+
+    A copy of the mini base in the stand-in folder whose weights are not the shipped ones (an
+    earlier version's base) is replaced; a folder elsewhere (``--set model_id=DIR``) is never."""
+    folder = Path(cfg.model_id)
+    if (folder / "config.json").exists():
+        ours = folder.resolve().is_relative_to(Path(cfg.standin_dir).resolve())
+        weights = folder / "model.safetensors"
+        if not (cfg.standin_model == "mini" and ours and weights.exists()
+                and sha256_of(weights) != MINI_BASE_SHA256):
+            return False
     if cfg.standin_model == "mini":
         install_mini_base(cfg.model_id)
     else:

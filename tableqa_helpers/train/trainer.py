@@ -22,6 +22,8 @@ math (`tests/test_fast.py` compares loss and gradients with the plain step):
   model's forward would otherwise drop it), and there PEFT's float32 round trip of every LoRA
   input is skipped (`_NoLoraInputCast`: bf16 -> float32 -> bf16 is exact, the matmul is the same);
 - on GPUs that support it the blocks are compiled (`fast.compile_blocks`, ``cfg.compile_blocks``);
+- with ``cfg.fused_kernels="liger"`` RMSNorm and the SwiGLU MLPs run liger-kernel's fused Triton
+  kernels (`model/fused.py`; off by default: inside compiled blocks they were slower);
 - gradient checkpointing is enabled by us, without `enable_input_require_grads` (non-reentrant
   checkpointing does not need it), only where the GPU preset says memory needs it (every block,
   or every n-th), and recomputation runs under the forward pass's settings;
@@ -62,20 +64,25 @@ def _trainer_class():
 
         vision_cache: VisionCache | None = None
         compile_blocks: bool = False  # fast.compile_blocks for the length of `train()`
+        fused_kernels: bool = False  # fused.use_liger_kernels for the length of `train()`
         order_sampler = None  # the training sampler, if it has `set_epoch` (see resume.SamplerEpoch)
 
         def train(self, *args, **kwargs):
             # compiled for the run only: generation and merging afterwards (also after an error
             # or an interrupt) run the model's eager code
             from ..model.fast import compile_blocks, uncompile_blocks
+            from ..model.fused import use_liger_kernels, use_plain_kernels
 
             self._last_loss_log, self._data_wait = None, 0.0  # step timings start afresh
+            if self.fused_kernels:
+                use_liger_kernels(self.model)
             if self.compile_blocks:
                 compile_blocks(self.model)
             try:
                 return super().train(*args, **kwargs)
             finally:
                 uncompile_blocks(self.model)
+                use_plain_kernels(self.model)
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             # `fast_loss` runs as the forward of whatever wraps the model (DDP, FSDP: their
@@ -238,6 +245,7 @@ def make_trainer(model, processor, cfg: Config, tier: str, train_ds, eval_ds=Non
 
     from ..hardware.presets import compile_wanted, gpu_preset, use_expandable_segments
     from ..model.fast import uncompile_blocks
+    from ..model.fused import fused_wanted
     from .resume import CompleteCheckpoints, SamplerEpoch, min_save_total_limit
     from ..model.load import torch_dtype
 
@@ -303,6 +311,7 @@ def make_trainer(model, processor, cfg: Config, tier: str, train_ds, eval_ds=Non
                                            int(cfg.vision_cache_disk_gb * 2 ** 30))
     trainer.gpu_preset = preset
     trainer.compile_blocks = compile_wanted(cfg)
+    trainer.fused_kernels = fused_wanted(cfg)
     trainer.add_callback(SamplerEpoch(trainer))
     return trainer
 
