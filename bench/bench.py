@@ -280,9 +280,8 @@ def check_fused(pm, processor, cfg, rows, log, n=3):
     again = run()  # the plain path twice: the run-to-run noise of the kernels themselves
     rec = {"part": "fused_check", "batches": n, "losses_plain": [round(x[0], 5) for x in plain],
            "plain_vs_plain": diff(plain, again)}
-    fused.use_liger_kernels(pm)
+    rec["liger_modules"] = fused.use_liger_kernels(pm)
     try:
-        rec["liger_modules"] = sum(1 for m in pm.modules() if getattr(m, "_tableqa_liger", False))
         liger = run()
         rec["losses_liger"] = [round(x[0], 5) for x in liger]
         rec["liger_vs_plain"] = diff(plain, liger)  # (max relative loss diff, max relative grad diff)
@@ -398,6 +397,13 @@ def tutorial_generate(model, processor, sample, max_new_tokens):
     return text[0], len(trimmed[0])
 
 
+def gen_spec(spec: str) -> tuple[int, bool, str | None]:
+    """A `--gen-batches` entry: "32" (batch size), "64s" (rows sorted by length), "64s+static"
+    (and a static KV cache) -> (batch size, sorted, cache implementation)."""
+    size, _, cache = spec.partition("+")
+    return int(size.rstrip("s")), size.endswith("s"), cache or None
+
+
 def bench_infer(model, processor, cfg, rows, log, max_new_tokens, n_tutorial, batch_sizes):
     from tableqa_helpers.infer import generate_batch
 
@@ -423,11 +429,11 @@ def bench_infer(model, processor, cfg, rows, log, max_new_tokens, n_tutorial, ba
                "new_tokens_mean": statistics.mean(made), **peak_gib()})
     fast.use_grouped_vision_attention(model)
     collate = GenerationCollator(processor, cfg.system_prompt)
-    for spec in batch_sizes:  # "32"; "64s": rows sorted by length; "64s+static": static KV cache
-        bsz, cache = int(spec.split("+")[0].rstrip("s")), ("static" if "+static" in spec else None)
+    for spec in batch_sizes:
+        bsz, by_length, cache = gen_spec(spec)
         reset_memory()
         n = bsz * max(1, min(2, len(rows) // bsz))
-        use, by_length = rows[:n], spec.split("+")[0].endswith("s")
+        use = rows[:n]
         if by_length:  # similar lengths share a batch: less padding
             use = sorted(use, key=lambda r: count_tokens(processor, r, cfg.system_prompt)["total"])
         name = "ours batched" + (", sorted" if by_length else "") + (f", {cache} cache" if cache else "")
@@ -482,7 +488,7 @@ def main(argv=None):
     if not cuda():
         cfg.dtype = "float32"
     per_epoch = a.epoch_rows or (48 if big else 8)
-    n_gen = max(int(x.split("+")[0].rstrip("s")) for x in a.gen_batches.split(",")) * (2 if big else 1)
+    n_gen = max(gen_spec(x)[0] for x in a.gen_batches.split(",")) * (2 if big else 1)
     t0 = time.perf_counter()
     workers = min(12, os.cpu_count() or 1) if big else 0  # rendered before CUDA starts
     warm_rows = tables.rows(0, 8 if big else 4, workers=workers)
