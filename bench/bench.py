@@ -88,17 +88,21 @@ def bench_vision(model, processor, cfg, rows, log, repeats, out_dir=".", profile
     pv = batch["pixel_values"].to(dev, visual.dtype)
     grid = batch["image_grid_thw"].to(dev)
     out = {}
-    for mode in ("stock", "grouped"):
-        (fast.use_grouped_vision_attention if mode == "grouped" else fast.use_stock_vision_attention)(model)
+    modes = ("stock", "grouped", "compiled") if cuda() else ("stock", "grouped")
+    for mode in modes:  # compiled: grouped, with the blocks' MLPs and norms compiled
+        (fast.use_stock_vision_attention if mode == "stock" else fast.use_grouped_vision_attention)(model)
+        if mode == "compiled":
+            fast.compile_blocks(model)
         times = []
         with torch.no_grad():
-            for i in range(repeats + 1):
+            for i in range(repeats + 2):  # two warm-ups: the second new shape makes it dynamic
                 sync()
                 t = time.perf_counter()
                 y = visual(pv, grid_thw=grid).pooler_output
                 sync()
-                if i:
+                if i > 1:
                     times.append(time.perf_counter() - t)
+        fast.uncompile_blocks(model)
         out[mode] = (statistics.median(times), y.float())
     if cuda() and profile:
         try:
@@ -112,10 +116,15 @@ def bench_vision(model, processor, cfg, rows, log, repeats, out_dir=".", profile
                 f.write(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=25))
         except Exception as e:
             print("vision profile failed:", e)
-    err = ((out["grouped"][1] - out["stock"][1]).norm() / out["stock"][1].norm()).item()
-    log({"part": "vision", "images": 3, "patches": int(pv.shape[0]),
-         "stock_s": round(out["stock"][0], 4), "grouped_s": round(out["grouped"][0], 4),
-         "speedup": round(out["stock"][0] / out["grouped"][0], 2), "rel_diff": err})
+    def rel(mode):
+        return ((out[mode][1] - out["stock"][1]).norm() / out["stock"][1].norm()).item()
+
+    rec = {"part": "vision", "images": 3, "patches": int(pv.shape[0]),
+           "stock_s": round(out["stock"][0], 4), "grouped_s": round(out["grouped"][0], 4),
+           "speedup": round(out["stock"][0] / out["grouped"][0], 2), "rel_diff": rel("grouped")}
+    if "compiled" in out:
+        rec.update(compiled_s=round(out["compiled"][0], 4), compiled_rel_diff=rel("compiled"))
+    log(rec)
 
 
 # ---- the tutorial's micro-batch, taken apart -------------------------------------------------
@@ -204,8 +213,9 @@ def bench_profile(model, processor, cfg, rows, log, out_dir, profiler=True):
 
 
 # ---- our Tier A micro-batch, taken apart ----------------------------------------------------
-def profile_ours(pm, processor, cfg, rows, log, out_dir, bs=1, profiler=True):
-    """One Tier A micro-batch through `fast_loss` as the Trainer runs it (bf16 autocast)."""
+def profile_ours(pm, processor, cfg, rows, log, out_dir, bs=1, profiler=True, compiled=False):
+    """One Tier A micro-batch through `fast_loss` as the Trainer runs it (bf16 autocast), with
+    the vision output cached ("hit") and computed ("miss"); `compiled`: inside compiled blocks."""
     from tableqa_helpers.train import VisionCache, fast_loss
 
     dev = "cuda" if cuda() else "cpu"
@@ -233,13 +243,23 @@ def profile_ours(pm, processor, cfg, rows, log, out_dir, bs=1, profiler=True):
     timed = functools.partial(_timed, n=3)
 
     rec = {"part": "profile_ours", "batch_size": bs, "tokens": int(batch["attention_mask"].sum()),
-           "hit_fwd_bwd_s": round(timed(hit), 4), "miss_fwd_bwd_s": round(timed(miss), 4),
-           "hit_fwd_nograd_s": round(timed(fwd), 4)}
-    if cuda() and profiler:
-        try:
-            _profile_step(hit, rec, out_dir, name=f"profile_ours_bs{bs}.txt")
-        except Exception as e:
-            rec["profile_error"] = f"{type(e).__name__}: {e}"[:200]
+           "compiled": compiled}
+    if compiled:  # as the Trainer runs it by default on a GPU; _timed's warm-up call compiles
+        fast.compile_blocks(pm)
+    try:
+        rec.update(hit_fwd_bwd_s=round(timed(hit), 4), miss_fwd_bwd_s=round(timed(miss), 4),
+                   hit_fwd_nograd_s=round(timed(fwd), 4))
+        for name, step in (("hit", hit), ("miss", miss)) if cuda() and profiler else ():
+            sub = {}
+            try:
+                _profile_step(step, sub, out_dir, name=f"profile_ours_bs{bs}"
+                              f"{'_compiled' if compiled else ''}_{name}.txt")
+            except Exception as e:
+                sub["profile_error"] = f"{type(e).__name__}: {e}"[:200]
+            rec.update({f"{name}_{k}": v for k, v in sub.items()})
+    finally:
+        if compiled:
+            fast.uncompile_blocks(pm)
     pm.zero_grad(set_to_none=True)
     log(rec)
     batch.clear()
@@ -304,6 +324,8 @@ def run_training(model, processor, cfg, tier, name, settings, warm_rows, rows, e
     """One variant: warm-up on other rows, then `epochs` epochs over `rows`, each step timed."""
     c = copy.deepcopy(cfg)
     settings, changes = settings if isinstance(settings, list) else (settings, {})
+    changes = dict(changes)
+    pageable = changes.pop("pageable_cache", False)  # the vision cache as before pinned copies
     for field, value in changes.items():  # config fields this variant changes
         setattr(c, field, value)
     if settings == "default":
@@ -325,6 +347,11 @@ def run_training(model, processor, cfg, tier, name, settings, warm_rows, rows, e
                   disable_tqdm=True, report_to=[])
     reset_memory()
     dynamo_before = _dynamo_counts()
+    from tableqa_helpers.train.loss import VisionCache
+
+    pinned_copy = VisionCache.__dict__["host_copy"]
+    if pageable:
+        VisionCache.host_copy = staticmethod(lambda t: t.detach().to("cpu", copy=True))
     try:
         warm = make_trainer(model, processor, c, tier, Rows(warm_rows), None, max_steps=1,
                             gradient_accumulation_steps=max(1, len(warm_rows) // bs), **common)
@@ -346,6 +373,9 @@ def run_training(model, processor, cfg, tier, name, settings, warm_rows, rows, e
         rec["samples_per_epoch"] = len(rows)
         for i, ts in enumerate(per_epoch, 1):
             rec[f"epoch{i}_samples_per_s"] = round(len(rows) / sum(ts), 3)
+            if len(ts) > 1:  # without the epoch's first step (it also waits for the loader)
+                rec[f"epoch{i}_after_first_step_samples_per_s"] = round(
+                    (len(ts) - 1) * bs * ga / sum(ts[1:]), 3)
         total = sum(timer.times)
         rec["samples_per_s"] = round(epochs * len(rows) / total, 3)
         rec["tokens_per_s"] = round(rec["samples_per_s"] * stats["tokens"])
@@ -359,6 +389,8 @@ def run_training(model, processor, cfg, tier, name, settings, warm_rows, rows, e
     except Exception as e:  # keep the other variants running
         rec["error"] = f"{type(e).__name__}: {e}"[:300]
         traceback.print_exc()
+    finally:
+        VisionCache.host_copy = pinned_copy
     rec.update(peak_gib())
     log(rec)
     reset_memory()
@@ -397,11 +429,16 @@ def tutorial_generate(model, processor, sample, max_new_tokens):
     return text[0], len(trimmed[0])
 
 
-def gen_spec(spec: str) -> tuple[int, bool, str | None]:
+def gen_spec(spec: str) -> tuple[int, bool, str | None, bool]:
     """A `--gen-batches` entry: "32" (batch size), "64s" (rows sorted by length), "64s+static"
-    (and a static KV cache) -> (batch size, sorted, cache implementation)."""
-    size, _, cache = spec.partition("+")
-    return int(size.rstrip("s")), size.endswith("s"), cache or None
+    (and a static KV cache), "+compiled" (compiled blocks, `fast.compile_blocks`) ->
+    (batch size, sorted, cache implementation, compiled)."""
+    size, *opts = spec.split("+")
+    unknown = set(opts) - {"static", "compiled"}
+    if unknown or not size.rstrip("s").isdigit():
+        raise ValueError(f"--gen-batches entry {spec!r}: expected N, Ns, then +static / +compiled")
+    return (int(size.rstrip("s")), size.endswith("s"), "static" if "static" in opts else None,
+            "compiled" in opts)
 
 
 def bench_infer(model, processor, cfg, rows, log, max_new_tokens, n_tutorial, batch_sizes):
@@ -430,18 +467,27 @@ def bench_infer(model, processor, cfg, rows, log, max_new_tokens, n_tutorial, ba
     fast.use_grouped_vision_attention(model)
     collate = GenerationCollator(processor, cfg.system_prompt)
     for spec in batch_sizes:
-        bsz, by_length, cache = gen_spec(spec)
+        bsz, by_length, cache, compiled = gen_spec(spec)
         reset_memory()
         n = bsz * max(1, min(2, len(rows) // bsz))
         use = rows[:n]
         if by_length:  # similar lengths share a batch: less padding
             use = sorted(use, key=lambda r: count_tokens(processor, r, cfg.system_prompt)["total"])
-        name = "ours batched" + (", sorted" if by_length else "") + (f", {cache} cache" if cache else "")
+        name = ("ours batched" + (", sorted" if by_length else "") + (f", {cache} cache" if cache else "")
+                + (", compiled blocks" if compiled else ""))
+        if compiled:
+            fast.compile_blocks(model)
         try:
             with torch.no_grad():
-                # warm-up (for a static cache at the timed batch size: it compiles the decoding step)
-                generate_batch(model, processor, collate(use[:bsz] if cache else use[:2]), 8, cache)
+                # warm-up at the timed batch size (a static cache compiles the decoding step; compiled
+                # blocks compile prefill and decoding shapes), then the first batch's prefill alone
+                generate_batch(model, processor, collate(use[:bsz] if cache or compiled else use[:2]),
+                               max_new_tokens if cache else 8, cache)  # static: the timed cache size
                 sync()
+                t = time.perf_counter()
+                generate_batch(model, processor, collate(use[:bsz]), 1, cache)
+                sync()
+                prefill = time.perf_counter() - t
                 t = time.perf_counter()
                 made = []
                 for s in range(0, n, bsz):
@@ -453,12 +499,15 @@ def bench_infer(model, processor, cfg, rows, log, max_new_tokens, n_tutorial, ba
             log({**base, "variant": name, "batch": bsz, "samples": n,
                  "seconds": round(dt, 2), "samples_per_s": round(rate, 3),
                  "speedup_vs_tutorial": round(rate / tut["samples_per_s"], 2),
+                 "prefill_first_batch_s": round(prefill, 2),
                  "new_tokens_mean": statistics.mean(made), **peak_gib()})
         except torch.OutOfMemoryError:
             log({**base, "variant": name, "batch": bsz, "error": "OOM", **peak_gib()})
         except Exception as e:  # keep the other variants running
             traceback.print_exc()
             log({**base, "variant": name, "batch": bsz, "error": f"{type(e).__name__}: {e}"[:300]})
+        finally:
+            fast.uncompile_blocks(model)
         reset_memory()
 
 
@@ -529,6 +578,7 @@ def main(argv=None):
     variants = {"default": "default", "40gb": "40gb", "eager": ["default", eager],
                 "40gb_eager": ["40gb", eager], "liger": ["default", liger],
                 "liger_eager": ["default", {**eager, **liger}],
+                "pageable": ["default", {"pageable_cache": True}],  # blocking copies to the cache
                 "bs2": (2, 12, False),
                 "bs1_ga24": (1, 24, False), "bs4_ckpt": (4, 6, True), "bs2_ckpt": (2, 12, True),
                 "bs2_ckpt2": (2, 12, 2), "bs3_ckpt2": (3, 8, 2), "bs3_ckpt": (3, 8, True),
@@ -543,9 +593,9 @@ def main(argv=None):
         if tier == "a" and "fused_check" in parts:
             guarded("fused_check", lambda: check_fused(pm, processor, cfg, rows, log))
         if tier == "a" and "profile_ours" in parts:
-            for bs in (1,):
+            for compiled in (False, True) if cuda() else (False,):
                 guarded("profile_ours", lambda: profile_ours(pm, processor, cfg, rows, log, a.out,
-                                                             bs, a.profiler and bs == 1))
+                                                             1, a.profiler, compiled))
         for name in names.split(","):
             use = rows if name == "default" or not a.alt_rows else rows[:a.alt_rows]
             run_training(pm, processor, cfg, tier, name, variants[name], warm_rows, use, epochs,

@@ -83,6 +83,10 @@ def build(out: Path) -> str:
                 rows = [(", epoch 1 (cache misses)", r["epoch1_samples_per_s"]),
                         (", epoch 2 (cache hits)", r["epoch2_samples_per_s"]),
                         (", 2-epoch average", r["samples_per_s"])]
+                for i in (1, 2):  # an epoch's first step also waits for the loader to start
+                    if f"epoch{i}_after_first_step_samples_per_s" in r:
+                        rows.append((f", epoch {i} after its first step",
+                                     r[f"epoch{i}_after_first_step_samples_per_s"]))
             for label, rate in rows:
                 tok = round(rate * data.get("tokens", 0))
                 lines.append(f"| {what}{label} | {setting} | {_f(rate, 3)} | {tok} | "
@@ -105,10 +109,12 @@ def build(out: Path) -> str:
                   f"difference {vis['rel_diff']:.1e})"]
     for r in ours:
         if r["part"] == "profile_ours" and not r.get("error"):
-            lines += ["", f"our Tier A micro-batch of {r['batch_size']} ({r['tokens']} tokens), bf16 autocast: "
+            busy = [f"{k} {r[k + '_gpu_busy_s']} s" for k in ("hit", "miss") if k + "_gpu_busy_s" in r]
+            lines += ["", f"our Tier A micro-batch of {r['batch_size']} ({r['tokens']} tokens), bf16 autocast"
+                      f"{', compiled blocks' if r.get('compiled') else ', eager'}: "
                       f"fwd+bwd {r['hit_fwd_bwd_s']} s with cached vision, {r['miss_fwd_bwd_s']} s computing it; "
                       f"forward only {r['hit_fwd_nograd_s']} s"
-                      + (f"; profiled: GPU kernels busy {r['gpu_busy_s']} s" if "gpu_busy_s" in r else "")]
+                      + (f"; profiled, GPU kernels busy: {', '.join(busy)}" if busy else "")]
     prof = next((r for r in ours if r["part"] == "profile" and not r.get("error")), None)
     if prof:
         lines += ["", "tutorial Tier A micro-batch (3 samples, its LoRA targets, checkpointing + input-grad "

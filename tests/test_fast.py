@@ -257,6 +257,40 @@ def test_vision_cache_memory_bound_and_disk_tier(tmp_path):
     assert VisionCache(300).get("k0") is None
 
 
+def test_vision_cache_keeps_a_copy_and_counts_pinned_blocks():
+    x = torch.ones(3, 5)
+    cache = VisionCache(10 ** 6)
+    cache.put("k", x)
+    x.add_(1)  # the caller's tensor changes: the cached copy does not
+    torch.testing.assert_close(cache.get("k"), torch.ones(3, 5))
+
+    class Block:  # what the pinned pool hands out for 6,000 and for 4,096 bytes
+        def __init__(self, n):
+            self.n = n
+
+        def numel(self):
+            return self.n
+
+        def element_size(self):
+            return 2
+
+        def is_pinned(self):
+            return True
+
+    assert VisionCache.nbytes(Block(3000)) == 8192 and VisionCache.nbytes(Block(2048)) == 4096
+    assert VisionCache.nbytes(torch.ones(3, 5)) == 60
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_vision_cache_copies_from_the_gpu_to_pinned_memory():
+    x = torch.arange(1000.0, device="cuda")
+    cache = VisionCache(10 ** 6)
+    cache.put("k", x * 2)
+    got = cache.get("k")
+    assert got.is_pinned() and cache.bytes == 4096
+    torch.testing.assert_close(got.to("cuda", non_blocking=True), x * 2)
+
+
 def test_gpu_presets_keep_global_batch(tiny_cfg):
     for name in presets.GPU_PRESETS:
         for tier in "ab":

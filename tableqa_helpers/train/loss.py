@@ -1,8 +1,9 @@
 """The fast training loss: same math as ``model(**batch).loss``, less work (see `trainer`).
 
 `fast_loss` runs the language-model head on labelled positions only, the frozen vision tower
-under `no_grad` with its output kept in a `VisionCache`, and PEFT's float32 round trip of LoRA
-inputs skipped under autocast (`_NoLoraInputCast`).
+under `no_grad` with its output kept in a `VisionCache` (host memory; pinned, with asynchronous
+copies, on a GPU), and PEFT's float32 round trip of LoRA inputs skipped under autocast
+(`_NoLoraInputCast`).
 """
 from __future__ import annotations
 
@@ -72,17 +73,37 @@ class VisionCache:
         self.misses += 1
         return None
 
-    def _remember(self, key: str, t: torch.Tensor) -> None:
+    @staticmethod
+    def host_copy(t: torch.Tensor) -> torch.Tensor:
+        """A CPU copy of `t`. From a GPU it goes to pinned memory asynchronously, on the current
+        stream, so the host goes on queueing work (a copy to pageable memory would wait for the
+        vision tower to finish); later copies back on that stream are ordered after it."""
+        t = t.detach()
+        if t.device.type != "cuda":
+            return t.to("cpu", copy=True)
+        host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+        host.copy_(t, non_blocking=True)
+        return host
+
+    @staticmethod
+    def nbytes(t: torch.Tensor) -> int:
+        """Host memory `t` holds: PyTorch's pinned-memory pool rounds blocks up to a power of 2."""
         size = t.numel() * t.element_size()
+        return 1 << max(size - 1, 0).bit_length() if t.is_pinned() else size
+
+    def _remember(self, key: str, t: torch.Tensor) -> None:
+        size = self.nbytes(t)
         if size > self.max_bytes or key in self.items:
             return
         while self.bytes + size > self.max_bytes and self.items:
             _, old = self.items.popitem(last=False)
-            self.bytes -= old.numel() * old.element_size()
+            self.bytes -= self.nbytes(old)
         self.items[key] = t
         self.bytes += size
 
     def put(self, key: str, t: torch.Tensor) -> None:
+        """Keep `t` (on any device; the cache holds a CPU copy, see `host_copy`)."""
+        t = self.host_copy(t)
         self._remember(key, t)
         if self.disk_dir is None:
             return
@@ -90,6 +111,8 @@ class VisionCache:
         size = t.numel() * t.element_size()
         if path.exists() or self.disk_bytes + size > self.disk_max_bytes:
             return
+        if t.is_pinned():  # the asynchronous copy must have landed before the file is written
+            torch.cuda.current_stream().synchronize()
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         torch.save(t.contiguous(), tmp)
         os.replace(tmp, path)
@@ -288,5 +311,5 @@ def _cached_groups(visual, pixel_values, grid, keys, cache):
                 visual, torch.cat([chunks[i] for i in missing]), grid[missing])
         for i, t in zip(missing, fresh):
             found[i] = t
-            cache.put(keys[i], t.detach().to("cpu", copy=True))
+            cache.put(keys[i], t)
     return found
