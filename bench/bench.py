@@ -5,7 +5,10 @@
 One process builds Qwen2.5-VL at the chosen shape with random weights (same FLOPs as the real
 model) and runs, in order:
 - vision: the vision tower's forward (no_grad) on 3 images, transformers' per-window SDPA loop
-  ("stock") vs `fast.use_grouped_vision_attention` ("grouped");
+  ("stock") vs `fast.use_grouped_vision_attention` ("grouped"), on a GPU also grouped with
+  compiled blocks;
+- profile_ours: our Tier A micro-batch, vision output cached and computed, eager and (GPU) in
+  compiled blocks, with profiler tables under --profiler;
 - profile: one micro-batch of the tutorial's Tier A step (its LoRA targets, checkpointing with
   input-grad hooks, full logits, stock attention) timed whole and by part, with a profiler table;
 - a / b: the project's Tier A / Tier B through `train.make_trainer` (the Trainer, collator,
@@ -325,7 +328,7 @@ def run_training(model, processor, cfg, tier, name, settings, warm_rows, rows, e
     c = copy.deepcopy(cfg)
     settings, changes = settings if isinstance(settings, list) else (settings, {})
     changes = dict(changes)
-    pageable = changes.pop("pageable_cache", False)  # the vision cache as before pinned copies
+    pinned = changes.pop("pinned_cache", False)  # VisionCache.pinned for this variant
     for field, value in changes.items():  # config fields this variant changes
         setattr(c, field, value)
     if settings == "default":
@@ -349,9 +352,7 @@ def run_training(model, processor, cfg, tier, name, settings, warm_rows, rows, e
     dynamo_before = _dynamo_counts()
     from tableqa_helpers.train.loss import VisionCache
 
-    pinned_copy = VisionCache.__dict__["host_copy"]
-    if pageable:
-        VisionCache.host_copy = staticmethod(lambda t: t.detach().to("cpu", copy=True))
+    VisionCache.pinned = pinned
     try:
         warm = make_trainer(model, processor, c, tier, Rows(warm_rows), None, max_steps=1,
                             gradient_accumulation_steps=max(1, len(warm_rows) // bs), **common)
@@ -390,7 +391,7 @@ def run_training(model, processor, cfg, tier, name, settings, warm_rows, rows, e
         rec["error"] = f"{type(e).__name__}: {e}"[:300]
         traceback.print_exc()
     finally:
-        VisionCache.host_copy = pinned_copy
+        VisionCache.pinned = False
     rec.update(peak_gib())
     log(rec)
     reset_memory()
@@ -578,7 +579,8 @@ def main(argv=None):
     variants = {"default": "default", "40gb": "40gb", "eager": ["default", eager],
                 "40gb_eager": ["40gb", eager], "liger": ["default", liger],
                 "liger_eager": ["default", {**eager, **liger}],
-                "pageable": ["default", {"pageable_cache": True}],  # blocking copies to the cache
+                "pinned": ["default", {"pinned_cache": True}],  # VisionCache.pinned
+                "pageable": "default",  # its name in the 2026-12-07 run, when pinned was on
                 "bs2": (2, 12, False),
                 "bs1_ga24": (1, 24, False), "bs4_ckpt": (4, 6, True), "bs2_ckpt": (2, 12, True),
                 "bs2_ckpt2": (2, 12, 2), "bs3_ckpt2": (3, 8, 2), "bs3_ckpt": (3, 8, True),

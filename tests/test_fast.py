@@ -282,9 +282,10 @@ def test_vision_cache_keeps_a_copy_and_counts_pinned_blocks():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
-def test_vision_cache_copies_from_the_gpu_to_pinned_memory():
+def test_vision_cache_can_copy_from_the_gpu_to_pinned_memory():
     x = torch.arange(1000.0, device="cuda")
     cache = VisionCache(10 ** 6)
+    cache.pinned = True
     cache.put("k", x * 2)
     got = cache.get("k")
     assert got.is_pinned() and cache.bytes == 4096

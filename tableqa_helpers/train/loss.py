@@ -1,9 +1,8 @@
 """The fast training loss: same math as ``model(**batch).loss``, less work (see `trainer`).
 
 `fast_loss` runs the language-model head on labelled positions only, the frozen vision tower
-under `no_grad` with its output kept in a `VisionCache` (host memory; pinned, with asynchronous
-copies, on a GPU), and PEFT's float32 round trip of LoRA inputs skipped under autocast
-(`_NoLoraInputCast`).
+under `no_grad` with its output kept in a `VisionCache` (host memory), and PEFT's float32 round
+trip of LoRA inputs skipped under autocast (`_NoLoraInputCast`).
 """
 from __future__ import annotations
 
@@ -73,13 +72,17 @@ class VisionCache:
         self.misses += 1
         return None
 
-    @staticmethod
-    def host_copy(t: torch.Tensor) -> torch.Tensor:
-        """A CPU copy of `t`. From a GPU it goes to pinned memory asynchronously, on the current
-        stream, so the host goes on queueing work (a copy to pageable memory would wait for the
-        vision tower to finish); later copies back on that stream are ordered after it."""
+    # From a GPU, copy to pinned memory asynchronously (on the current stream: the host goes on
+    # queueing work instead of waiting for the vision tower; copies back on that stream are
+    # ordered after it). Off: on an H100 it gave epoch 2 +5% and epoch 1 nothing
+    # (bench/RESULTS.md, 2026-12-07), while the pinned pool's power-of-2 blocks hold 24 MiB
+    # images in 32 MiB, a third more host memory for the same cache.
+    pinned = False
+
+    def host_copy(self, t: torch.Tensor) -> torch.Tensor:
+        """A CPU copy of `t` for the cache (pinned and asynchronous if `pinned`, from a GPU)."""
         t = t.detach()
-        if t.device.type != "cuda":
+        if t.device.type != "cuda" or not self.pinned:
             return t.to("cpu", copy=True)
         host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
         host.copy_(t, non_blocking=True)
@@ -102,7 +105,7 @@ class VisionCache:
         self.bytes += size
 
     def put(self, key: str, t: torch.Tensor) -> None:
-        """Keep `t` (on any device; the cache holds a CPU copy, see `host_copy`)."""
+        """Keep `t` (on any device; the cache holds a CPU copy, see `pinned`)."""
         t = self.host_copy(t)
         self._remember(key, t)
         if self.disk_dir is None:

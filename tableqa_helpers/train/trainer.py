@@ -12,10 +12,10 @@ math (`tests/test_fast.py` compares loss and gradients with the plain step):
 - when the vision tower is frozen (Tier A), its blocks run under `no_grad` (no graph, no
   recompute, no backward) and their output before the trainable merger is kept in a bounded
   `VisionCache` keyed by image content and pixel budget, so each image's vision work is done
-  once across epochs and evaluations (on a GPU, copied to and from pinned memory without waiting).
-  At the 7B shape that is ~24 MiB an image (a 32 MiB pinned block): the default 8 GiB holds ~256
-  of an epoch's 6,590; set ``vision_cache_gb`` to what your RAM allows and/or
-  ``vision_cache_disk_gb`` (RUN/cache/vision/<model fingerprint>; ~165 GB for the train split);
+  once across epochs and evaluations. At the 7B shape that output is ~24 MiB per image (bf16):
+  the default 8 GiB in memory holds ~340 images, far from the 6,590 of an epoch, so on the
+  full dataset set ``vision_cache_gb`` to what your RAM allows and/or ``vision_cache_disk_gb``
+  (files under RUN/cache/vision/<model fingerprint>; ~165 GB for the whole train split);
 - the vision tower's windowed attention runs grouped (`model/fast.py`) when flash-attn is absent;
 - SDPA avoids cuDNN attention, which builds a graph for every new shape (`model/fast.py`);
 - the loss runs under the Trainer's mixed precision (`accelerator.autocast()`: replacing the
