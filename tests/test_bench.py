@@ -2,10 +2,13 @@
 on the GPU machine, minus the tutorial's reference script): records and the summary table."""
 import json
 import os
+import re
 import subprocess
 import sys
 from types import SimpleNamespace
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -14,7 +17,8 @@ def test_bench_runs_at_the_tiny_shape(tmp_path):
     scratch = tmp_path / "tmp"  # the run's temporary folders go here and must be gone after
     scratch.mkdir()
     env = {**os.environ, "OUT": str(tmp_path), "PY": sys.executable, "STAGES": "ours report",
-           "OURS_ARGS": "--parts vision,a,b,infer --a-variants default,eager --b-variants default",
+           "OURS_ARGS": "--parts vision,profile_ours,a,b,infer --a-variants default,eager,pinned "
+                        "--b-variants default --gen-batches 2,4s+compiled",
            "TMPDIR": str(scratch)}
     run = subprocess.run(["bash", "bench/run.sh", "tiny"], cwd=ROOT, env=env, text=True,
                          capture_output=True, timeout=600)
@@ -22,11 +26,15 @@ def test_bench_runs_at_the_tiny_shape(tmp_path):
     records = [json.loads(line) for line in (tmp_path / "ours.jsonl").read_text().splitlines()]
     parts = {(r["part"], r.get("variant")) for r in records}
     for want in [("tier_a", "default"), ("tier_a", "eager"), ("tier_b", "default"),
-                 ("infer", "ours batched"), ("infer", "tutorial one-at-a-time"), ("vision", None)]:
+                 ("infer", "ours batched"), ("infer", "tutorial one-at-a-time"), ("vision", None),
+                 ("tier_a", "pinned"), ("infer", "ours batched, sorted, compiled blocks"),
+                 ("profile_ours", None)]:
         assert want in parts, want
     assert not [r for r in records if "error" in r], [r for r in records if "error" in r]
     tier_a = [r for r in records if r["part"] == "tier_a"]
     assert all(r["samples_per_s"] > 0 and r["cache"]["hits"] == r["cache"]["misses"] for r in tier_a)
+    assert all(r["epoch2_after_first_step_samples_per_s"] > 0 for r in tier_a)  # 2 steps an epoch
+    assert all(r["prefill_first_batch_s"] > 0 for r in records if r.get("batch", 1) > 1)
     summary = (tmp_path / "summary.md").read_text()
     assert "ours Tier A default" in summary and "ours batched" in summary
     left = [p.name for p in scratch.iterdir() if not p.name.startswith("torchinductor_")]
@@ -93,3 +101,14 @@ def test_reading_onset_takes_the_vision_tower_of_a_checkpoint(tmp_path):
     assert not torch.equal(model.model.visual.patch_embed.proj.weight,
                            fresh.model.visual.patch_embed.proj.weight)
     assert torch.equal(model.lm_head.weight, fresh.lm_head.weight)
+
+
+def test_gen_batches_entries_parse_or_name_the_bad_one():
+    from bench.bench import gen_spec
+
+    assert gen_spec("32") == (32, False, None, False)
+    assert gen_spec("64s+static") == (64, True, "static", False)
+    assert gen_spec("64s+compiled+static") == (64, True, "static", True)
+    for bad in ("64x", "s", "32+fast"):
+        with pytest.raises(ValueError, match=re.escape(repr(bad))):
+            gen_spec(bad)
