@@ -132,6 +132,7 @@ def bench_vision(model, processor, cfg, rows, log, repeats, out_dir=".", profile
 
 # ---- the tutorial's micro-batch, taken apart -------------------------------------------------
 def _profile_step(step, rec, out_dir, name="profile_tutorial_step.txt"):
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
@@ -143,8 +144,11 @@ def _profile_step(step, rec, out_dir, name="profile_tutorial_step.txt"):
     with open(os.path.join(out_dir, name), "w") as f:
         f.write(table + "\n\n" + cpu_table)
     events = [e for e in ka]
+    # device-side events only, as the table's "Self CUDA time total" counts them (an operator's
+    # row repeats the time of its kernels' rows: records before 2026-12-07 counted both, 2x)
     kernel_us = sum(getattr(e, "self_device_time_total", getattr(e, "self_cuda_time_total", 0))
-                    for e in events)
+                    for e in events if getattr(e, "device_type", None) == DeviceType.CUDA
+                    and not getattr(e, "is_user_annotation", False))
     sdpa = [e for e in events if "scaled_dot_product" in e.key or "flash" in e.key.lower()
             or "efficient_attention" in e.key]
     rec["gpu_busy_s"] = round(kernel_us / 1e6, 3)
