@@ -42,7 +42,7 @@ from tableqa_helpers.hardware import presets
 from tableqa_helpers.model import fast
 from tableqa_helpers.data import GenerationCollator, TrainCollator, count_tokens
 from tableqa_helpers.config import get_config
-from tableqa_helpers.train.loss import _inner
+from tableqa_helpers.train.loss import VisionCache, _inner
 from tableqa_helpers.train import make_trainer
 
 TUTORIAL_SYSTEM = (
@@ -223,7 +223,7 @@ def bench_profile(model, processor, cfg, rows, log, out_dir, profiler=True):
 def profile_ours(pm, processor, cfg, rows, log, out_dir, bs=1, profiler=True, compiled=False):
     """One Tier A micro-batch through `fast_loss` as the Trainer runs it (bf16 autocast), with
     the vision output cached ("hit") and computed ("miss"); `compiled`: inside compiled blocks."""
-    from tableqa_helpers.train import VisionCache, fast_loss
+    from tableqa_helpers.train import fast_loss
 
     dev = "cuda" if cuda() else "cpu"
     collate = TrainCollator(processor, cfg.system_prompt, cfg.max_length, image_keys=True)
@@ -354,8 +354,6 @@ def run_training(model, processor, cfg, tier, name, settings, warm_rows, rows, e
                   disable_tqdm=True, report_to=[])
     reset_memory()
     dynamo_before = _dynamo_counts()
-    from tableqa_helpers.train.loss import VisionCache
-
     VisionCache.pinned = pinned
     try:
         warm = make_trainer(model, processor, c, tier, Rows(warm_rows), None, max_steps=1,
@@ -584,7 +582,6 @@ def main(argv=None):
                 "40gb_eager": ["40gb", eager], "liger": ["default", liger],
                 "liger_eager": ["default", {**eager, **liger}],
                 "pinned": ["default", {"pinned_cache": True}],  # VisionCache.pinned
-                "pageable": "default",  # its name in the 2026-12-07 run, when pinned was on
                 "bs2": (2, 12, False),
                 "bs1_ga24": (1, 24, False), "bs4_ckpt": (4, 6, True), "bs2_ckpt": (2, 12, True),
                 "bs2_ckpt2": (2, 12, 2), "bs3_ckpt2": (3, 8, 2), "bs3_ckpt": (3, 8, True),

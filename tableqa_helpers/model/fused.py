@@ -24,7 +24,6 @@ import types
 
 import torch
 
-FUSED_CHOICES = ("off", "liger")
 _MARK = "_tableqa_liger"  # set on the modules whose forward we replaced
 
 
