@@ -32,7 +32,7 @@ def check_rises(table: dict) -> None:
     """What the tiny series must show; AssertionError names the first rise missing."""
     base, a, merged = (table[s]["all"] for s in ("base", "a", "merged"))
     assert a["n"] >= 100 and len(table["a"]) == 6, "100 test samples of all five types"
-    assert a["correct"] >= base["correct"] + 0.06, \
+    assert a["correct"] >= base["correct"] + 0.15, \
         f"Tier A correct {a['correct']} vs base {base['correct']}"
     assert a["f1"] >= base["f1"] + 0.30, f"Tier A token F1 {a['f1']} vs base {base['f1']}"
     assert abs(merged["correct"] - a["correct"]) <= 0.01, "the merge changed the answers"

@@ -104,6 +104,37 @@ def test_reading_turns_transcribe_the_table():
     assert len(reading_turns(table, random.Random(1), 3)) == 3
 
 
+def test_names_turns_repeat_the_instruction_names():
+    from tableqa_helpers.offline.tables import cell_texts, header_text
+
+    table = make_table(random.Random(0), 0, rows=TABLE["rows"], cols=TABLE["cols"])
+    _, body, _ = cell_texts(table)
+    cells = {(row[0], table["columns"][c]["name"]): row[c + 1] for row in body
+             for c in range(len(table["columns"]))}
+    heads = {header_text(table, c): table["columns"][c]["name"] for c in range(len(table["columns"]))}
+    seen = set()
+    for seed in range(20):
+        for ask, answer in reading_turns(table, random.Random(seed), 99, names=True):
+            if ask.endswith(", with the row and the column."):  # "<key>, <col>: <value>"
+                names, value = answer.split(": ")
+                key, col = names.split(", ")
+                assert f" {col} of {key}," in ask and cells[key, heads.get(col, col)] == value
+                seen.add("named_cell")
+            elif " cells of " in ask:  # "<a>: <value>; <b>: <value>", both named in the ask
+                col = ask.removeprefix("Transcribe the ").split(" cells of ")[0]
+                pairs = [part.split(": ") for part in answer.split("; ")]
+                assert len(pairs) == 2 and pairs[0][0] != pairs[1][0]
+                assert all(f" {key}" in ask and cells[key, heads.get(col, col)] == value
+                           for key, value in pairs)
+                seen.add("two_rows")
+    assert seen == {"named_cell", "two_rows"}
+    # without names the turns (and so the `tables` stage's data) are what they were
+    plain = reading_turns(table, random.Random(3), 99)
+    assert not any("with the row" in a or " cells of " in a for a, _ in plain)
+    assert plain == reading_turns(table, random.Random(3), 99, names=False)
+    assert ReadingSet(8, seed=0)[5] == ReadingSet(8, seed=0, names=False)[5]
+
+
 def test_collator_labels_only_the_answers(mini):
     _, processor = mini
     tok = processor.tokenizer

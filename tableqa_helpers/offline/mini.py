@@ -1,12 +1,14 @@
 """Pretraining the mini base: a small Qwen2.5-VL that can read tables but knows no QA format.
 
-The curriculum ("reading school") has three stages. `offline.glyphs`: the vision tower alone
+The curriculum ("reading school") has four stages. `offline.glyphs`: the vision tower alone
 learns glyphs from dense per-token labels. `LineSet`: a few strings of a table drawn on a page,
 transcribed top to bottom (the language model learns to read with those glyphs).
 `ReadingSet`: one synthetic table rendered in grayscale and a chat of several reading turns
 (the whole table, the title, the header, a row, a column, one cell, the row names, the
 legend's text...), plus plain-text documents from the stand-in corpus so the language model
-knows the words. It never sees a question of Visual-TableQA's kind, a
+knows the words; the `names` stage adds turns whose answers repeat the row and column names the
+instruction gives, so that the model learns to carry names from the text into its answer. It
+never sees a question of Visual-TableQA's kind, a
 step-by-step answer or a colour: Tier A teaches the former, Tier B the latter.
 
 The training loop is `tableqa_helpers.train.pretrain` (it needs the model layer's fast vision
@@ -43,8 +45,13 @@ def mini_table(rng: random.Random, index: int) -> dict:
     return make_table(rng, index, **TABLE)
 
 
-def reading_turns(table: dict, rng: random.Random, k: int) -> list[tuple[str, str]]:
-    """`k` (instruction, transcription) pairs about `table`, as the reading curriculum asks."""
+def reading_turns(table: dict, rng: random.Random, k: int,
+                  names: bool = False) -> list[tuple[str, str]]:
+    """`k` (instruction, transcription) pairs about `table`, as the reading curriculum asks.
+
+    names: add turns whose answers repeat the row and column names the instruction gives
+    (the `names` stage): one named cell with its names, and one column's cells of two named rows.
+    """
     header, body, totals = cell_texts(table)
     rows, ncols = table["rows"], len(table["columns"])
     out = []
@@ -52,9 +59,19 @@ def reading_turns(table: dict, rng: random.Random, k: int) -> list[tuple[str, st
     kinds += ["legend"] if table["legend"] else []
     kinds += ["totals"] if totals else []
     kinds += ["groups"] if table["groups"] else []
+    kinds += ["named_cell"] * 3 + ["two_rows"] * 3 if names else []
     for kind in rng.sample(kinds, min(k, len(kinds))):
         r, c = rng.randrange(len(rows)), rng.randrange(ncols)
-        if kind == "cell":
+        if kind in ("named_cell", "two_rows"):  # the column as the header draws it, or its name
+            col = rng.choice((header_text(table, c), table["columns"][c]["name"]))
+        if kind == "named_cell":
+            out.append((f"Transcribe the {col} of {rows[r]['key']}, with the row and the column.",
+                        f"{rows[r]['key']}, {col}: {body[r][c + 1]}"))
+        elif kind == "two_rows":
+            a, b = rng.sample(range(len(rows)), 2)
+            out.append((f"Transcribe the {col} cells of {rows[a]['key']} and {rows[b]['key']}.",
+                        f"{rows[a]['key']}: {body[a][c + 1]}; {rows[b]['key']}: {body[b][c + 1]}"))
+        elif kind == "cell":
             out.append((f"Transcribe the cell at row {rows[r]['key']}, column {header_text(table, c)}.",
                         body[r][c + 1]))
         elif kind == "row":
@@ -88,8 +105,10 @@ def reading_turns(table: dict, rng: random.Random, k: int) -> list[tuple[str, st
 class ReadingSet(torch.utils.data.Dataset):
     """Sample i of the curriculum depends only on (seed, i): the same data on any machine."""
 
-    def __init__(self, n: int, seed: int = 0, text_fraction: float = 0.2, turns: int = 6):
+    def __init__(self, n: int, seed: int = 0, text_fraction: float = 0.2, turns: int = 6,
+                 names: bool = False):
         self.n, self.seed, self.text_fraction, self.turns = n, seed, text_fraction, turns
+        self.names = names  # the `names` stage's turns too (`reading_turns`)
         self.sentences = corpus_sentences(4000, seed=seed + 1)
 
     def __len__(self) -> int:
@@ -102,7 +121,8 @@ class ReadingSet(torch.utils.data.Dataset):
             return {"text": " ".join(self.sentences[start:start + rng.randint(3, 8)])}
         table = mini_table(rng, i)
         image = ImageOps.grayscale(render_table(table)).convert("RGB")
-        return {"image": image, "turns": reading_turns(table, rng, rng.randint(2, self.turns))}
+        return {"image": image, "turns": reading_turns(table, rng, rng.randint(2, self.turns),
+                                                      names=self.names)}
 
 
 LINES_ASK = "Transcribe the text, top to bottom."

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-STAGES = ("glyphs", "lines", "tables")  # school stages: dense glyph labels, strings, tables
+# school stages: dense glyph labels, strings, tables, tables with named answers
+STAGES = ("glyphs", "lines", "tables", "names")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -25,7 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    "and glyphs (default: at 1/3 and 2/3)")
     p.add_argument("--stage", choices=STAGES, default="tables",
                    help="glyphs: the vision tower alone on dense glyph labels, from scratch; "
-                   "lines: strings on a page; tables: whole tables; each later stage usually "
-                   "with --init from the one before")
+                   "lines: strings on a page; tables: whole tables; names: tables with answers "
+                   "that repeat the instruction's row and column names; each later stage "
+                   "usually with --init from the one before")
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     return p

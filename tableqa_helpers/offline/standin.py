@@ -174,7 +174,7 @@ def build_tiny_model(out_dir: str | Path, seed: int = 0) -> Path:
 # The mini base: pretrained by `python -m tableqa_helpers pretrain-mini` (docs/mini-base.md) and
 # shipped with the package, weights in bfloat16, with the processor it was trained with.
 MINI_BASE_DIR = Path(__file__).parent / "mini_base"
-MINI_BASE_SHA256 = "cbbf2729d70a371ec997e27bd4901dfd2531ec2d73f9a51249a93b92730292a4"
+MINI_BASE_SHA256 = "74d6da253a7ec59c18cad27c0762ebf150480b533e2c6046a75a27889bd0b03b"
 
 
 def sha256_of(path: str | Path) -> str:

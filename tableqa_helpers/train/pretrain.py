@@ -13,6 +13,7 @@ import argparse
 import json
 import math
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -40,9 +41,10 @@ def pretrain(out_dir: str | Path, steps: int = 3000, batch_size: int = 64, lr: f
     init: a mini checkpoint to continue from (a later stage of the curriculum; give it another
     `seed` so it sees new tables) instead of fresh weights.
     stage: "glyphs" (the vision tower alone, on dense per-token glyph labels,
-    `offline.glyphs`), "lines" (a few strings on a page, `offline.mini.LineSet`) or "tables"
-    (the reading curriculum, `offline.mini.ReadingSet`); glyphs is probed by glyph recall, the
-    others by their transcription accuracy.
+    `offline.glyphs`), "lines" (a few strings on a page, `offline.mini.LineSet`), "tables"
+    (the reading curriculum, `offline.mini.ReadingSet`) or "names" (the same with turns whose
+    answers repeat the instruction's row and column names); glyphs is probed by glyph recall,
+    the others by their transcription accuracy.
     Returns the summary also written to ``out_dir/pretrain_log.json``.
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -80,7 +82,8 @@ def _pretrain(out_dir, steps, batch_size, lr, seed, workers, warmup, log_every, 
     dataset, collator, accuracy = {
         "glyphs": (GlyphSet, GlyphCollator, lambda m, p, **kw: glyph_accuracy(m, head, p, **kw)),
         "lines": (LineSet, ReadingCollator, lines_accuracy),
-        "tables": (ReadingSet, ReadingCollator, reading_accuracy)}[stage]
+        "tables": (ReadingSet, ReadingCollator, reading_accuracy),
+        "names": (partial(ReadingSet, names=True), ReadingCollator, reading_accuracy)}[stage]
     data, collate = dataset(steps * batch_size, seed=seed), collator(processor)
     _check_collator(collate, [data[i] for i in range(8)])
     loader = torch.utils.data.DataLoader(data, batch_size=batch_size, num_workers=workers,
