@@ -173,6 +173,30 @@ def test_fresh_start_removes_old_checkpoints(tmp_path):
     assert resume.checkpoint_dirs(tmp_path) == []
 
 
+def test_resume_refuses_a_checkpoint_of_another_adapter_shape(tmp_path):
+    """A run folder holding a Tier B checkpoint of rank 8, then asked for rank 16: a clear
+    error that names the settings (not torch's size mismatch), and the checkpoint kept."""
+    from types import SimpleNamespace
+
+    path = _fake_checkpoint(tmp_path, 100)
+    (path / "adapter_config.json").write_text(json.dumps(
+        {"r": 8, "lora_alpha": 32, "target_modules": "model\\.visual\\.blocks\\.3\\.attn\\.qkv"}))
+    resume.mark_complete(path, 100)  # the marker lists the files: add the config to it
+
+    def model(**lora):
+        return SimpleNamespace(peft_config={"default": SimpleNamespace(**{
+            "r": 8, "lora_alpha": 32, "target_modules": "model\\.visual\\.blocks\\.3\\.attn\\.qkv",
+            **lora})})
+
+    assert resume.prepare(tmp_path, True, model=model()) == path  # same shape: resumes
+    with pytest.raises(ValueError, match=r"r 8 there, 16 now.*--no-resume"):
+        resume.prepare(tmp_path, True, model=model(r=16))
+    with pytest.raises(ValueError, match="target_modules"):
+        resume.prepare(tmp_path, True, model=model(target_modules={"q_proj", "v_proj"}))
+    assert resume.last_complete_checkpoint(tmp_path) == path  # nothing removed
+    assert resume.prepare(tmp_path, True, model=object()) == path  # not a PEFT model: no check
+
+
 def test_callback_adds_saves_logs_them_and_unmarks_a_rewritten_step(tmp_path):
     from transformers import TrainerControl, TrainerState
 

@@ -133,11 +133,13 @@ def last_complete_checkpoint(folder: str | Path, clean: bool = True) -> Path | N
     return found
 
 
-def prepare(folder: str | Path, resume: bool, main_process: bool = True) -> Path | None:
+def prepare(folder: str | Path, resume: bool, main_process: bool = True,
+            model=None) -> Path | None:
     """The checkpoint to resume from; without `resume`, the old checkpoints are removed.
 
     Removing them on a fresh start matters: a later resume must not pick an old run's
-    higher-numbered checkpoint over this run's.
+    higher-numbered checkpoint over this run's. model: the PEFT model to be trained; a
+    checkpoint whose adapter has another shape stops the run (`check_adapter`).
     """
     folder = Path(folder)
     if not resume:
@@ -146,7 +148,34 @@ def prepare(folder: str | Path, resume: bool, main_process: bool = True) -> Path
             for _, path in checkpoint_dirs(folder):
                 shutil.rmtree(path, ignore_errors=True)
         return None
-    return last_complete_checkpoint(folder, clean=main_process)
+    last = last_complete_checkpoint(folder, clean=main_process)
+    check_adapter(last, model)
+    return last
+
+
+ADAPTER_KEYS = ("r", "lora_alpha", "target_modules")  # what decides the adapter's tensors
+
+
+def check_adapter(checkpoint: Path | None, model) -> None:
+    """Raise ValueError, naming the settings, if `checkpoint`'s adapter is not shaped like
+    `model`'s (another LoRA rank or other targets: the run folder holds another run's
+    checkpoint). Nothing is changed or removed."""
+    config = getattr(model, "peft_config", {}).get("default")
+    saved = checkpoint / "adapter_config.json" if checkpoint is not None else None
+    if config is None or saved is None or not saved.is_file():
+        return
+    saved = json.loads(saved.read_text())
+
+    def norm(v):  # target_modules: a regex string, or a list / set of names
+        return sorted(v) if isinstance(v, (list, set, tuple)) else v
+
+    wrong = [f"{k} {saved.get(k)!r} there, {norm(getattr(config, k))!r} now" for k in ADAPTER_KEYS
+             if norm(saved.get(k)) != norm(getattr(config, k))]
+    if wrong:
+        raise ValueError(f"cannot resume from {checkpoint}: its adapter was trained with other "
+                         f"settings ({'; '.join(wrong)}). Start over (`train --no-resume`, or "
+                         f"train_tier(..., resume=False)) or use another run folder; nothing "
+                         f"was changed.")
 
 
 def epoch_seeded(sampler, seed: int):

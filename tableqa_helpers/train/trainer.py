@@ -361,7 +361,7 @@ def train_tier(cfg: Config, tier: str = "a", resume: bool = True) -> dict:
     paths = stage_paths(cfg, tier)
     trainer = build_trainer(cfg, tier)
     main = trainer.is_world_process_zero()  # under `accelerate launch`, only rank 0 writes
-    last = prepare(paths["checkpoints"], resume, main_process=main)  # last *complete* checkpoint
+    last = prepare(paths["checkpoints"], resume, main, trainer.model)  # last complete checkpoint
     result = trainer.train(resume_from_checkpoint=str(last) if last else None)
     # save_model is collective under FSDP: every rank calls it; only rank 0's folder is kept
     with (atomic_dir(paths["out"]) if main else tempfile.TemporaryDirectory()) as tmp:
