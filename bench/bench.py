@@ -444,7 +444,11 @@ def gen_spec(spec: str) -> tuple[int, bool, str | None, bool]:
             "compiled" in opts)
 
 
-def bench_infer(model, processor, cfg, rows, log, max_new_tokens, n_tutorial, batch_sizes):
+def bench_infer(model, processor, cfg, rows, log, max_new_tokens, n_tutorial, batch_sizes,
+                profile=False, out_dir="."):
+    """The tutorial's one-at-a-time generation, then ours per `--gen-batches` entry; `profile`:
+    torch.profiler over the first entry's generation of 1 and of 17 new tokens (their kernel
+    times differ by 16 decoding steps)."""
     from tableqa_helpers.infer import generate_batch
 
     model.eval()
@@ -504,6 +508,14 @@ def bench_infer(model, processor, cfg, rows, log, max_new_tokens, n_tutorial, ba
                  "speedup_vs_tutorial": round(rate / tut["samples_per_s"], 2),
                  "prefill_first_batch_s": round(prefill, 2),
                  "new_tokens_mean": statistics.mean(made), **peak_gib()})
+            if profile and spec == batch_sizes[0]:
+                for k in (1, 17):
+                    rec = {"part": "infer_profile", "variant": name, "batch": bsz, "new_tokens": k}
+                    t = time.perf_counter()
+                    _profile_step(lambda: generate_batch(model, processor, collate(use[:bsz]), k,
+                                                         cache), rec, out_dir,
+                                  f"profile_generate_{bsz}_{k}.txt")
+                    log({**rec, "seconds_profiled": round(time.perf_counter() - t, 2)})
         except torch.OutOfMemoryError:
             log({**base, "variant": name, "batch": bsz, "error": "OOM", **peak_gib()})
         except Exception as e:  # keep the other variants running
@@ -527,7 +539,8 @@ def main(argv=None):
     ap.add_argument("--gen-batches", default="32")
     ap.add_argument("--max-new-tokens", type=int, default=None)
     ap.add_argument("--n-tutorial-gen", type=int, default=None)
-    ap.add_argument("--profiler", action="store_true", help="torch.profiler on our micro-batch")
+    ap.add_argument("--profiler", action="store_true",
+                    help="torch.profiler on our micro-batch and on the first --gen-batches entry")
     ap.add_argument("--profiler-tutorial", action="store_true",
                     help="torch.profiler on the tutorial's micro-batch (slow: ~2 min at 7B)")
     a = ap.parse_args(argv)
@@ -610,7 +623,7 @@ def main(argv=None):
     if "infer" in parts:  # after training: the model is the plain base again
         guarded("infer", lambda: bench_infer(
             model, processor, cfg, gen_rows, log, a.max_new_tokens or (128 if big else 8),
-            a.n_tutorial_gen or (4 if big else 2), a.gen_batches.split(",")))
+            a.n_tutorial_gen or (4 if big else 2), a.gen_batches.split(","), a.profiler, a.out))
     print("DONE", card(), flush=True)
 
 

@@ -102,6 +102,14 @@ def build(out: Path) -> str:
             lines.append(f"| {r['variant']} | {r['batch']} | {r['max_new_tokens']} | {r['samples']} | "
                          f"{_f(r['samples_per_s'], 3)} | {_f(r['peak_alloc_gib'], 1)} | "
                          f"{_f(r['samples_per_s'] / t['samples_per_s'] if t else None)} |")
+    prof_gen = {r["new_tokens"]: r for r in ours if r["part"] == "infer_profile" and not r.get("error")}
+    if {1, 17} <= set(prof_gen):  # 16 decoding steps more in the second
+        one, more = prof_gen[1], prof_gen[17]
+        step_ms = 1000 * (more["gpu_busy_s"] - one["gpu_busy_s"]) / 16
+        lines += ["", f"{one['variant']}, batch {one['batch']}, profiled: GPU kernels busy "
+                  f"{one['gpu_busy_s']} s for the prefill and first token, {_f(step_ms, 1)} ms per "
+                  f"decoding step after it ({one['seconds_profiled']} / {more['seconds_profiled']} s "
+                  "wall under the profiler)"]
     vis = next((r for r in ours if r["part"] == "vision" and not r.get("error")), None)
     if vis:
         lines += ["", f"vision tower forward, 3 images ({vis['patches']} patches), no_grad: stock per-window "

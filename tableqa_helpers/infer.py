@@ -44,10 +44,12 @@ def generate_batch(model, processor, batch: dict, max_new_tokens: int,
 
     tok = processor.tokenizer
     stop = [tok.convert_tokens_to_ids("<|im_end|>"), tok.pad_token_id]
-    from .model.fast import sdpa_without_cudnn
+    from .model.fast import packed_gqa_decoding, sdpa_without_cudnn
 
     batch = {k: v.to(device()) for k, v in batch.items()}
-    with sdpa_without_cudnn():  # cuDNN would build a graph per decoding step (model/fast.py)
+    # cuDNN would build a graph per decoding step; without packing, each step copies the
+    # KV cache to every query head (model/fast.py)
+    with sdpa_without_cudnn(), packed_gqa_decoding():
         out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
                              num_beams=1, eos_token_id=stop, pad_token_id=tok.pad_token_id,
                              use_cache=True, temperature=None, top_p=None, top_k=None,

@@ -18,7 +18,7 @@ def test_bench_runs_at_the_tiny_shape(tmp_path):
     scratch.mkdir()
     env = {**os.environ, "OUT": str(tmp_path), "PY": sys.executable, "STAGES": "ours report",
            "OURS_ARGS": "--parts vision,profile_ours,a,b,infer --a-variants default,eager,pinned "
-                        "--b-variants default --gen-batches 2,4s+compiled",
+                        "--b-variants default --gen-batches 2,4s+compiled --profiler",
            "TMPDIR": str(scratch)}
     run = subprocess.run(["bash", "bench/run.sh", "tiny"], cwd=ROOT, env=env, text=True,
                          capture_output=True, timeout=600)
@@ -28,13 +28,16 @@ def test_bench_runs_at_the_tiny_shape(tmp_path):
     for want in [("tier_a", "default"), ("tier_a", "eager"), ("tier_b", "default"),
                  ("infer", "ours batched"), ("infer", "tutorial one-at-a-time"), ("vision", None),
                  ("tier_a", "pinned"), ("infer", "ours batched, sorted, compiled blocks"),
-                 ("profile_ours", None)]:
+                 ("profile_ours", None), ("infer_profile", "ours batched")]:
         assert want in parts, want
+    # the first --gen-batches entry profiled at 1 and 17 new tokens
+    assert sorted(r["new_tokens"] for r in records if r["part"] == "infer_profile") == [1, 17]
     assert not [r for r in records if "error" in r], [r for r in records if "error" in r]
     tier_a = [r for r in records if r["part"] == "tier_a"]
     assert all(r["samples_per_s"] > 0 and r["cache"]["hits"] == r["cache"]["misses"] for r in tier_a)
     assert all(r["epoch2_after_first_step_samples_per_s"] > 0 for r in tier_a)  # 2 steps an epoch
-    assert all(r["prefill_first_batch_s"] > 0 for r in records if r.get("batch", 1) > 1)
+    assert all(r["prefill_first_batch_s"] > 0 for r in records
+               if r["part"] == "infer" and r.get("batch", 1) > 1)
     summary = (tmp_path / "summary.md").read_text()
     assert "ours Tier A default" in summary and "ours batched" in summary
     left = [p.name for p in scratch.iterdir() if not p.name.startswith("torchinductor_")]

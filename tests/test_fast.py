@@ -440,3 +440,59 @@ def test_linear_patch_embed_same_function_and_gradient(tiny_cfg):
     torch.testing.assert_close(got, want, **TOL)
     torch.testing.assert_close(gg, gw, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(embed(x[:5]), want[:5], **TOL)
+
+
+# ---- decoding without copying the KV cache per head -------------------------------------------
+@pytest.mark.parametrize("mask", ["bool", "float", None])
+def test_packed_gqa_decoding_step_matches_repeated_heads(mask):
+    """One query token against 2 KV heads of 3 query heads each, with left padding."""
+    from transformers.integrations.sdpa_attention import repeat_kv
+
+    torch.manual_seed(0)
+    b, kv, groups, s, d = 3, 2, 3, 11, 8
+    module = torch.nn.Module()
+    module.num_key_value_groups = groups
+    q, k, v = torch.randn(b, kv * groups, 1, d), torch.randn(b, kv, s, d), torch.randn(b, kv, s, d)
+    keep = torch.ones(b, 1, 1, s, dtype=torch.bool)
+    keep[1, ..., :4] = keep[2, ..., :7] = False  # rows 1 and 2 are left-padded
+    attn = {"bool": keep, "float": torch.zeros(keep.shape).masked_fill(~keep, -1e9), None: None}[mask]
+    calls = []
+
+    def stock(module, query, key, value, attention_mask, **kw):
+        calls.append(query.shape)
+        return torch.zeros(query.shape[0], query.shape[2], query.shape[1], query.shape[3]), None
+
+    out, _ = fast._packed_gqa_sdpa(stock)(module, q, k, v, attn, dropout=0.0, scaling=0.3)
+    want = torch.nn.functional.scaled_dot_product_attention(
+        q, repeat_kv(k, groups), repeat_kv(v, groups), attn_mask=attn, scale=0.3).transpose(1, 2)
+    torch.testing.assert_close(out, want, **TOL)
+    assert not calls  # a decoding step is packed; a prompt (several queries) goes to the stock one
+    fast._packed_gqa_sdpa(stock)(module, torch.randn(b, kv * groups, 4, d), k, v, None)
+    assert calls == [(b, kv * groups, 4, d)]
+
+
+def test_packed_gqa_decoding_generates_the_same(tiny_cfg, processor, dataset, monkeypatch):
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    from tableqa_helpers.data import GenerationCollator
+    from tableqa_helpers.infer import generate_batch
+    from tableqa_helpers.model import load_model
+
+    model = load_model(tiny_cfg).eval()
+    batch = GenerationCollator(processor, tiny_cfg.system_prompt)(
+        [dataset["test"][i] for i in range(3)])  # different lengths: left padding
+    stock, made, queries = ALL_ATTENTION_FUNCTIONS["sdpa"], fast._packed_gqa_sdpa, []
+
+    def counted(stock):  # the packed function, noting each call's query length
+        packed = made(stock)
+        return lambda module, query, *a, **kw: queries.append(query.shape[2]) or packed(
+            module, query, *a, **kw)
+
+    monkeypatch.setattr(fast, "_packed_gqa_sdpa", counted)
+    with fast.packed_gqa_decoding(force=True):
+        assert ALL_ATTENTION_FUNCTIONS["sdpa"] is not stock
+        packed = generate_batch(model, processor, batch, 12)
+    assert ALL_ATTENTION_FUNCTIONS["sdpa"] is stock  # put back
+    layers = model.config.text_config.num_hidden_layers
+    assert queries.count(1) >= 11 * layers and max(queries) > 1  # 11 decoding steps, 1 prompt
+    assert packed == generate_batch(model, processor, batch, 12)

@@ -69,6 +69,56 @@ def sdpa_without_cudnn():
                         SDPBackend.MATH])
 
 
+def _packed_gqa_sdpa(stock):
+    """SDPA for the language model's attention where one query token (a decoding step) attends
+    over the key/value heads directly: each head group's queries become the rows of one
+    (batch, kv_heads, group, head_dim) query, so the cache is never copied to every head."""
+
+    def sdpa(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
+        groups = getattr(module, "num_key_value_groups", 1)
+        if (groups == 1 or query.shape[2] != 1 or torch.compiler.is_compiling()
+                or kwargs.get("position_bias") is not None
+                or (attention_mask is not None and attention_mask.shape[1] != 1)):
+            return stock(module, query, key, value, attention_mask, dropout=dropout,
+                         scaling=scaling, **kwargs)
+        b, heads, _, dim = query.shape
+        out = F.scaled_dot_product_attention(query.reshape(b, heads // groups, groups, dim), key,
+                                             value, attn_mask=attention_mask, dropout_p=dropout,
+                                             scale=scaling)
+        return out.reshape(b, heads, 1, dim).transpose(1, 2).contiguous(), None
+
+    return sdpa
+
+
+@contextlib.contextmanager
+def packed_gqa_decoding(force: bool = False):
+    """Context in which decoding steps attend without copying the KV cache to every head.
+
+    Under SDPA with a padding mask, older transformers releases (5.17, the GPU image's) copy
+    each key/value head to its group of query heads (`repeat_kv`) at every step: profiled at
+    batch 32 on the 7B shape, copy kernels took about 37 of a decoding step's 66 ms of GPU time
+    (bench/RESULTS.md). Newer ones (5.25) pack the group into the query instead (`pack_gqa`);
+    this does the same where transformers does not, and nothing where it does (force: install
+    it anyway, for tests). Same function (`tests/test_fast.py`); its speed-up is not measured.
+    """
+    from transformers.integrations import sdpa_attention
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS as table
+
+    if hasattr(sdpa_attention, "pack_gqa") and not force:
+        yield
+        return
+    local = table._local_mapping
+    before = local.get("sdpa")
+    table["sdpa"] = _packed_gqa_sdpa(table["sdpa"])
+    try:
+        yield
+    finally:
+        if before is None:
+            del local["sdpa"]
+        else:
+            local["sdpa"] = before
+
+
 # ---- grouped window attention ----------------------------------------------------------------
 @dataclass
 class _Plan:
