@@ -128,11 +128,23 @@ def test_names_turns_repeat_the_instruction_names():
                            for key, value in pairs)
                 seen.add("two_rows")
     assert seen == {"named_cell", "two_rows"}
-    # without names the turns (and so the `tables` stage's data) are what they were
     plain = reading_turns(table, random.Random(3), 99)
     assert not any("with the row" in a or " cells of " in a for a, _ in plain)
-    assert plain == reading_turns(table, random.Random(3), 99, names=False)
-    assert ReadingSet(8, seed=0)[5] == ReadingSet(8, seed=0, names=False)[5]
+
+
+def test_tables_stage_data_is_unchanged():
+    """Without names, turns and samples are those the documented runs 8 to 13 trained on: a
+    digest of them as the code before the names stage (83b6e96) produced them."""
+    import hashlib
+
+    out = []
+    for seed in range(30):
+        table = make_table(random.Random(seed), seed, rows=TABLE["rows"], cols=TABLE["cols"])
+        out.append(reading_turns(table, random.Random(seed), 6))
+    data = ReadingSet(12, seed=3)
+    out.append([data[i].get("turns", data[i].get("text")) for i in range(12)])
+    assert hashlib.sha256(repr(out).encode()).hexdigest() == (
+        "06f0cbdaba1374f5c491ddaadb02650704c619595b67b72a69cab6de9b69357b")
 
 
 def test_collator_labels_only_the_answers(mini):

@@ -193,6 +193,10 @@ def test_resume_refuses_a_checkpoint_of_another_adapter_shape(tmp_path):
         resume.prepare(tmp_path, True, model=model(r=16))
     with pytest.raises(ValueError, match="target_modules"):
         resume.prepare(tmp_path, True, model=model(target_modules={"q_proj", "v_proj"}))
+    (path / "adapter_config.json").write_text(json.dumps(
+        {"r": 8, "lora_alpha": 32, "target_modules": ["v_proj", "q_proj"]}))
+    resume.mark_complete(path, 100)
+    assert resume.prepare(tmp_path, True, model=model(target_modules={"q_proj", "v_proj"})) == path
     assert resume.last_complete_checkpoint(tmp_path) == path  # nothing removed
     assert resume.prepare(tmp_path, True, model=object()) == path  # not a PEFT model: no check
 

@@ -96,10 +96,12 @@ def packed_gqa_decoding(force: bool = False):
 
     Under SDPA with a padding mask, older transformers releases (5.17, the GPU image's) copy
     each key/value head to its group of query heads (`repeat_kv`) at every step: profiled at
-    batch 32 on the 7B shape, copy kernels took about 37 of a decoding step's 66 ms of GPU time
+    batch 32 on the 7B shape, copy kernels took about 37 of a decoding step's 78 ms of GPU time
     (bench/RESULTS.md). Newer ones (5.25) pack the group into the query instead (`pack_gqa`);
     this does the same where transformers does not, and nothing where it does (force: install
     it anyway, for tests). Same function (`tests/test_fast.py`); its speed-up is not measured.
+    A compiled decoding step (static cache) keeps the stock path. Not thread-safe: it swaps
+    transformers' process-wide SDPA entry for the length of the block.
     """
     from transformers.integrations import sdpa_attention
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS as table
@@ -114,7 +116,7 @@ def packed_gqa_decoding(force: bool = False):
         yield
     finally:
         if before is None:
-            del local["sdpa"]
+            local.pop("sdpa", None)
         else:
             local["sdpa"] = before
 

@@ -153,13 +153,13 @@ def prepare(folder: str | Path, resume: bool, main_process: bool = True,
     return last
 
 
-ADAPTER_KEYS = ("r", "lora_alpha", "target_modules")  # what decides the adapter's tensors
+ADAPTER_KEYS = ("r", "lora_alpha", "target_modules")  # what a resumed adapter must match
 
 
 def check_adapter(checkpoint: Path | None, model) -> None:
     """Raise ValueError, naming the settings, if `checkpoint`'s adapter is not shaped like
-    `model`'s (another LoRA rank or other targets: the run folder holds another run's
-    checkpoint). Nothing is changed or removed."""
+    `model`'s (another LoRA rank, scale or targets: the run folder holds another run's
+    checkpoint). The checkpoint is kept."""
     config = getattr(model, "peft_config", {}).get("default")
     saved = checkpoint / "adapter_config.json" if checkpoint is not None else None
     if config is None or saved is None or not saved.is_file():
@@ -174,8 +174,8 @@ def check_adapter(checkpoint: Path | None, model) -> None:
     if wrong:
         raise ValueError(f"cannot resume from {checkpoint}: its adapter was trained with other "
                          f"settings ({'; '.join(wrong)}). Start over (`train --no-resume`, or "
-                         f"train_tier(..., resume=False)) or use another run folder; nothing "
-                         f"was changed.")
+                         f"train_tier(..., resume=False)) or use another run folder; the "
+                         f"checkpoint is kept.")
 
 
 def epoch_seeded(sampler, seed: int):
