@@ -451,7 +451,7 @@ def bench_infer(model, processor, cfg, rows, log, max_new_tokens, n_tutorial, ba
     """The tutorial's one-at-a-time generation, then ours per `--gen-batches` entry; `profile`:
     torch.profiler over the first entry without a static cache or compiled blocks, generating 1
     and 17 new tokens (their kernel times differ by 16 decoding steps)."""
-    from tableqa_helpers.infer import generate_batch
+    from tableqa_helpers.infer import generate_batch, prompt_batches
 
     model.eval()
     _inner(model).config.use_cache = True
@@ -499,10 +499,11 @@ def bench_infer(model, processor, cfg, rows, log, max_new_tokens, n_tutorial, ba
                 sync()
                 prefill = time.perf_counter() - t
                 t = time.perf_counter()
-                made = []
-                for s in range(0, n, bsz):
-                    made += generate_batch(model, processor, collate(use[s:s + bsz]),
-                                           max_new_tokens, cache)[1]
+                made = []  # prompts prepared by predict()'s DataLoader workers, ahead of the GPU
+                chunks = [list(range(s, min(s + bsz, n))) for s in range(0, n, bsz)]
+                for _, _, _, batch in prompt_batches(use, chunks, processor, cfg.system_prompt,
+                                                     cfg.dataloader_workers):
+                    made += generate_batch(model, processor, batch, max_new_tokens, cache)[1]
                 sync()
             dt = time.perf_counter() - t
             rate = n / dt
@@ -510,6 +511,7 @@ def bench_infer(model, processor, cfg, rows, log, max_new_tokens, n_tutorial, ba
                  "seconds": round(dt, 2), "samples_per_s": round(rate, 3),
                  "speedup_vs_tutorial": round(rate / tut["samples_per_s"], 2),
                  "prefill_first_batch_s": round(prefill, 2),
+                 "workers": cfg.dataloader_workers,
                  "new_tokens_mean": statistics.mean(made), **peak_gib()})
             if profile and not cache and not compiled and not profiled:  # shapes as timed
                 profiled = True

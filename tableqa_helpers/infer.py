@@ -1,6 +1,7 @@
 """Batched, resumable greedy generation over a dataset split, written incrementally to JSONL."""
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -46,7 +47,7 @@ def generate_batch(model, processor, batch: dict, max_new_tokens: int,
     stop = [tok.convert_tokens_to_ids("<|im_end|>"), tok.pad_token_id]
     from .model.fast import packed_gqa_decoding, sdpa_without_cudnn
 
-    batch = {k: v.to(device()) for k, v in batch.items()}
+    batch = {k: v.to(device(), non_blocking=True) for k, v in batch.items()}
     # cuDNN would build a graph per decoding step; without packing, each step copies the
     # KV cache to every query head (model/fast.py)
     with sdpa_without_cudnn(), packed_gqa_decoding():
@@ -75,7 +76,6 @@ def predict(cfg: Config, stage: str, split: str = "test", limit: int | None = No
     """
     from tqdm.auto import tqdm
 
-    from .data.collate import GenerationCollator
     from .data.load import load_tableqa
 
     rows = _undecoded(load_tableqa(cfg.dataset_id, split,
@@ -90,28 +90,31 @@ def predict(cfg: Config, stage: str, split: str = "test", limit: int | None = No
         return out
     if model is None:
         model, processor = stage_model(cfg, stage)
-    collate = GenerationCollator(processor, cfg.system_prompt)
     bar = tqdm(total=len(rows), initial=len(done), desc=f"predict {stage}/{split}",
                disable=not progress)
     from .hardware.presets import gpu_preset
 
     per_call = gpu_preset(cfg)["gen_batch_size"]  # cfg.gen_batch_size unless a GPU preset is on
-    for start in range(0, len(todo), per_call):
-        batch = todo[start:start + per_call]
-        idx, samples = _usable(batch, [rows[i] for i in batch], cfg.system_prompt, skipped)
+    chunks = [todo[s:s + per_call] for s in range(0, len(todo), per_call)]
+    t0 = time.perf_counter()
+    for idx, meta, skips, batch in prompt_batches(rows, chunks, processor, cfg.system_prompt,
+                                                  cfg.dataloader_workers):
+        for rec in skips:
+            logging.getLogger(__name__).warning("sample %d skipped: %s", rec["index"], rec["reason"])
+            append_jsonl(skipped, rec)
         if idx:
-            t0 = time.perf_counter()
-            texts, counts = generate_batch(model, processor, collate(samples), cfg.max_new_tokens)
-            seconds = (time.perf_counter() - t0) / len(idx)
-            for i, s, text, n in zip(idx, samples, texts, counts):
-                row = {"index": i, "table_id": s["table_id"], "question": s["question"],
-                       "reference": s["answer"], "prediction": text, "stage": stage,
+            texts, counts = generate_batch(model, processor, batch, cfg.max_new_tokens)
+            t1 = time.perf_counter()  # wall time since the last batch: waiting for it included
+            seconds, t0 = (t1 - t0) / len(idx), t1
+            for i, s, text, n in zip(idx, meta, texts, counts):
+                row = {"index": i, "table_id": s.get("table_id"), "question": s["question"],
+                       "reference": s.get("answer"), "prediction": text, "stage": stage,
                        "tokens": n, "seconds": round(seconds, 4)}
                 for extra in ("final_answer", "question_type"):
                     if extra in s:
                         row[extra] = s[extra]
                 append_jsonl(out, row)
-        bar.update(len(batch))
+        bar.update(len(idx) + len(skips))
     bar.close()
     return out
 
@@ -184,22 +187,51 @@ def _undecoded(ds):
     return ds
 
 
-def _usable(idx: list[int], samples: list[dict], system_prompt: str, skipped: Path):
-    """The samples a prompt can be built for; the others are logged to `skipped` with a reason."""
-    import logging
+_FIELDS = ("table_id", "question", "answer", "final_answer", "question_type")
 
-    from .data.load import DataError, to_messages
 
-    keep = []
-    for i, s in zip(idx, samples):
-        try:
-            to_messages(s, system_prompt, with_answer=False)
-        except DataError as e:
-            logging.getLogger(__name__).warning("sample %d skipped: %s", i, e)
-            append_jsonl(skipped, {"index": i, "table_id": s.get("table_id"), "reason": str(e)})
-        else:
-            keep.append((i, s))
-    return [i for i, _ in keep], [s for _, s in keep]
+class _PromptBatches(torch.utils.data.Dataset):
+    """Item k: chunk k's rows checked (`to_messages`) and the usable ones collated."""
+
+    def __init__(self, rows, chunks: list[list[int]], processor, system_prompt: str):
+        from .data.collate import GenerationCollator
+
+        self.rows, self.chunks, self.system_prompt = rows, chunks, system_prompt
+        self.collate = GenerationCollator(processor, system_prompt)
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def __getitem__(self, k: int):
+        from .data.load import DataError, to_messages
+
+        keep, samples, skips = [], [], []
+        for i in self.chunks[k]:
+            s = self.rows[i]
+            try:
+                to_messages(s, self.system_prompt, with_answer=False)
+            except DataError as e:
+                skips.append({"index": i, "table_id": s.get("table_id"), "reason": str(e)})
+            else:
+                keep.append(i)
+                samples.append(s)
+        meta = [{f: s[f] for f in _FIELDS if f in s} for s in samples]
+        return keep, meta, skips, (self.collate(samples) if samples else None)
+
+
+def _as_is(item):
+    return item
+
+
+def prompt_batches(rows, chunks: list[list[int]], processor, system_prompt: str, workers: int = 0):
+    """(indices, their rows' text fields, skipped rows with reasons, prompt batch) per chunk.
+
+    With `workers` > 0, DataLoader processes decode, check and collate the next chunks while the
+    GPU generates (pinned memory on CUDA); a chunk with no usable row has batch None."""
+    return torch.utils.data.DataLoader(
+        _PromptBatches(rows, chunks, processor, system_prompt), batch_size=None,
+        collate_fn=_as_is, num_workers=workers, prefetch_factor=2 if workers else None,
+        pin_memory=torch.cuda.is_available())
 
 
 def _drop_torn_line(path: Path) -> None:

@@ -502,7 +502,10 @@ def test_torn_jsonl_line_is_ignored_and_cut_on_resume(tmp_path):
     assert [r["index"] for r in read_jsonl(out)] == [0, 1, 2]
 
 
-def test_inference_skips_unusable_test_rows_with_a_reason(tmp_path, standins, model, processor):
+@pytest.mark.parametrize("workers,per_call", [(0, 4), (2, 2)])
+def test_inference_skips_unusable_test_rows_with_a_reason(tmp_path, standins, model, processor,
+                                                          workers, per_call):
+    """Also when DataLoader workers check the rows: the main process writes what they skipped."""
     import datasets
 
     from tableqa_helpers.infer import predict
@@ -513,7 +516,7 @@ def test_inference_skips_unusable_test_rows_with_a_reason(tmp_path, standins, mo
     datasets.DatasetDict({"test": _split(rows)}).save_to_disk(str(data))
     base = get_config("unit", root=str(standins))
     cfg = get_config("unit", root=str(tmp_path), model_id=base.model_id, dataset_id=str(data),
-                     max_new_tokens=4, gen_batch_size=4)
+                     max_new_tokens=4, gen_batch_size=per_call, dataloader_workers=workers)
     out = predict(cfg, "base", "test", model=model, processor=processor, progress=False)
     assert [r["table_id"] for r in read_jsonl(out)] == ["ok0", "ok3"]
     skipped = read_jsonl(out.with_name("base.skipped.jsonl"))

@@ -71,3 +71,24 @@ def test_predict_skips_finished_samples(pipeline, monkeypatch):
     import tableqa_helpers.infer as infer
     monkeypatch.setattr(infer, "stage_model", lambda *a: (_ for _ in ()).throw(AssertionError("reloaded")))
     assert predict(cfg, "merged", "test", limit=2, progress=False).read_text() == first
+
+
+def test_prompts_prepared_by_workers_give_the_same_predictions(pipeline, tmp_path):
+    """predict() with DataLoader workers collating ahead writes what it writes without them."""
+    import dataclasses
+
+    from tableqa_helpers.infer import prompt_batches
+
+    cfg = pipeline["cfg"]
+    model, processor = stage_model(cfg, "merged")
+    got = {}
+    for workers in (0, 2):
+        run = dataclasses.replace(cfg, root=str(tmp_path / f"w{workers}"), gen_batch_size=3,
+                                  dataloader_workers=workers)
+        got[workers] = _rows(predict(run, "merged", "test", limit=7, model=model,
+                                     processor=processor, progress=False))
+    assert len(got[0]) == 7 and got[2] == got[0]
+    rows = load_tableqa(cfg.dataset_id, "test", limit=4)
+    items = list(prompt_batches(rows, [[0, 1], [3]], processor, cfg.system_prompt, workers=2))
+    assert [it[0] for it in items] == [[0, 1], [3]]  # chunks in order, indices as given
+    assert items[1][3]["input_ids"].shape[0] == 1 and items[1][1][0]["question"] == rows[3]["question"]
