@@ -39,7 +39,7 @@ from bench import tables
 from bench.common import (Log, build, card, cuda, flops_per_sample, mfu, peak_gib, reset_memory,
                           scratch, step_timer, sync, versions)
 from tableqa_helpers.hardware import presets
-from tableqa_helpers.model import fast
+from tableqa_helpers.model import fast, fused
 from tableqa_helpers.data import GenerationCollator, TrainCollator, count_tokens
 from tableqa_helpers.config import get_config
 from tableqa_helpers.train.loss import VisionCache, _inner
@@ -434,16 +434,18 @@ def tutorial_generate(model, processor, sample, max_new_tokens):
     return text[0], len(trimmed[0])
 
 
-def gen_spec(spec: str) -> tuple[int, bool, str | None, bool]:
+def gen_spec(spec: str) -> tuple[int, bool, str | None, bool, bool]:
     """A `--gen-batches` entry: "32" (batch size), "64s" (rows sorted by length), "64s+static"
-    (and a static KV cache), "+compiled" (compiled blocks, `fast.compile_blocks`) ->
-    (batch size, sorted, cache implementation, compiled)."""
+    (and a static KV cache), "+compiled" (compiled blocks, `fast.compile_blocks`), "+liger"
+    (liger's fused RMSNorm / SwiGLU, `fused.use_liger_kernels`) ->
+    (batch size, sorted, cache implementation, compiled, liger)."""
     size, *opts = spec.split("+")
-    unknown = set(opts) - {"static", "compiled"}
+    unknown = set(opts) - {"static", "compiled", "liger"}
     if unknown or not size.rstrip("s").isdigit():
-        raise ValueError(f"--gen-batches entry {spec!r}: expected N, Ns, then +static / +compiled")
+        raise ValueError(f"--gen-batches entry {spec!r}: expected N, Ns, then "
+                         "+static / +compiled / +liger")
     return (int(size.rstrip("s")), size.endswith("s"), "static" if "static" in opts else None,
-            "compiled" in opts)
+            "compiled" in opts, "liger" in opts)
 
 
 def bench_infer(model, processor, cfg, rows, log, max_new_tokens, n_tutorial, batch_sizes,
@@ -477,14 +479,16 @@ def bench_infer(model, processor, cfg, rows, log, max_new_tokens, n_tutorial, ba
     collate = GenerationCollator(processor, cfg.system_prompt)
     profiled = False
     for spec in batch_sizes:
-        bsz, by_length, cache, compiled = gen_spec(spec)
+        bsz, by_length, cache, compiled, liger = gen_spec(spec)
         reset_memory()
         n = bsz * max(1, min(2, len(rows) // bsz))
         use = rows[:n]
         if by_length:  # similar lengths share a batch: less padding
             use = sorted(use, key=lambda r: count_tokens(processor, r, cfg.system_prompt)["total"])
         name = ("ours batched" + (", sorted" if by_length else "") + (f", {cache} cache" if cache else "")
-                + (", compiled blocks" if compiled else ""))
+                + (", compiled blocks" if compiled else "") + (", liger" if liger else ""))
+        if liger:
+            fused.use_liger_kernels(model)
         if compiled:
             fast.compile_blocks(model)
         try:
@@ -513,7 +517,7 @@ def bench_infer(model, processor, cfg, rows, log, max_new_tokens, n_tutorial, ba
                  "prefill_first_batch_s": round(prefill, 2),
                  "workers": cfg.dataloader_workers,
                  "new_tokens_mean": statistics.mean(made), **peak_gib()})
-            if profile and not cache and not compiled and not profiled:  # shapes as timed
+            if profile and not (cache or compiled or liger) and not profiled:  # shapes as timed
                 profiled = True
                 for k in (1, 17):
                     rec = {"part": "infer_profile", "variant": name, "batch": bsz, "new_tokens": k}
@@ -529,6 +533,7 @@ def bench_infer(model, processor, cfg, rows, log, max_new_tokens, n_tutorial, ba
             log({**base, "variant": name, "batch": bsz, "error": f"{type(e).__name__}: {e}"[:300]})
         finally:
             fast.uncompile_blocks(model)
+            fused.use_plain_kernels(model)
         reset_memory()
 
 

@@ -109,9 +109,10 @@ def test_reading_onset_takes_the_vision_tower_of_a_checkpoint(tmp_path):
 def test_gen_batches_entries_parse_or_name_the_bad_one():
     from bench.bench import gen_spec
 
-    assert gen_spec("32") == (32, False, None, False)
-    assert gen_spec("64s+static") == (64, True, "static", False)
-    assert gen_spec("64s+compiled+static") == (64, True, "static", True)
+    assert gen_spec("32") == (32, False, None, False, False)
+    assert gen_spec("64s+static") == (64, True, "static", False, False)
+    assert gen_spec("64s+compiled+static") == (64, True, "static", True, False)
+    assert gen_spec("64s+liger") == (64, True, None, False, True)
     for bad in ("64x", "s", "32+fast"):
         with pytest.raises(ValueError, match=re.escape(repr(bad))):
             gen_spec(bad)

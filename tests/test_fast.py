@@ -469,6 +469,11 @@ def test_packed_gqa_decoding_step_matches_repeated_heads(mask):
     assert not calls  # a decoding step is packed; a prompt (several queries) goes to the stock one
     fast._packed_gqa_sdpa(stock)(module, torch.randn(b, kv * groups, 4, d), k, v, None)
     assert calls == [(b, kv * groups, 4, d)]
+    if mask == "bool":  # inside a compiled graph too (a static cache's compiled decoding step)
+        packed = torch.compile(fast._packed_gqa_sdpa(stock), backend="aot_eager", fullgraph=True)
+        torch.testing.assert_close(packed(module, q, k, v, attn, dropout=0.0, scaling=0.3)[0],
+                                   want, **TOL)
+        assert len(calls) == 1
 
 
 def test_packed_gqa_decoding_generates_the_same(tiny_cfg, processor, dataset, monkeypatch):
