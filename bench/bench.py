@@ -147,10 +147,15 @@ def _profile_step(step, rec, out_dir, name="profile_tutorial_step.txt"):
     # device-side events only, as the table's "Self CUDA time total" counts them (an operator's
     # row repeats the time of its kernels' rows: records before 2026-12-07 counted both, 2x)
     # "Command Buffer Full" is CUPTI marking the host blocked on a full launch queue, not a kernel
-    kernel_us = sum(getattr(e, "self_device_time_total", getattr(e, "self_cuda_time_total", 0))
-                    for e in events if getattr(e, "device_type", None) == DeviceType.CUDA
-                    and not getattr(e, "is_user_annotation", False)
-                    and e.key != "Command Buffer Full")
+    # (runs D and E's records still counted them, with `!=` on the key: matched by substring now,
+    # and their own time is recorded as `command_buffer_full_s`; not yet checked on a GPU)
+    def dev_us(e):
+        return getattr(e, "self_device_time_total", getattr(e, "self_cuda_time_total", 0))
+
+    full = [e for e in events if "Command Buffer Full" in e.key]
+    kernel_us = sum(dev_us(e) for e in events if getattr(e, "device_type", None) == DeviceType.CUDA
+                    and not getattr(e, "is_user_annotation", False) and e not in full)
+    rec["command_buffer_full_s"] = round(sum(dev_us(e) for e in full) / 1e6, 3)
     sdpa = [e for e in events if "scaled_dot_product" in e.key or "flash" in e.key.lower()
             or "efficient_attention" in e.key]
     rec["gpu_busy_s"] = round(kernel_us / 1e6, 3)

@@ -74,8 +74,6 @@ def predict(cfg: Config, stage: str, split: str = "test", limit: int | None = No
     (blank question, image that does not decode or is too small: see `data/checks.py`) is not
     generated; it is listed with its reason in `{stage}.skipped.jsonl` beside the predictions.
     """
-    from tqdm.auto import tqdm
-
     from .data.load import load_tableqa
 
     rows = _undecoded(load_tableqa(cfg.dataset_id, split,
@@ -88,10 +86,27 @@ def predict(cfg: Config, stage: str, split: str = "test", limit: int | None = No
     todo = [i for i in range(len(rows)) if i not in done]
     if not todo:
         return out
+    from .model.fused import fused_wanted, use_liger_kernels, use_plain_kernels
+
+    liger = fused_wanted(cfg)  # before loading: a missing liger-kernel stops here, nothing lost
     if model is None:
         model, processor = stage_model(cfg, stage)
-    bar = tqdm(total=len(rows), initial=len(done), desc=f"predict {stage}/{split}",
-               disable=not progress)
+    if liger:
+        use_liger_kernels(model)
+    try:
+        _generate_all(cfg, stage, model, processor, rows, todo, len(done), out, skipped,
+                      progress and f"predict {stage}/{split}")
+    finally:
+        if liger:
+            use_plain_kernels(model)
+    return out
+
+
+def _generate_all(cfg, stage, model, processor, rows, todo, done, out, skipped, bar_name):
+    """predict's loop: batches of `todo` generated and appended to `out` as they finish."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(rows), initial=done, desc=bar_name or "", disable=not bar_name)
     from .hardware.presets import gpu_preset
 
     per_call = gpu_preset(cfg)["gen_batch_size"]  # cfg.gen_batch_size unless a GPU preset is on
@@ -116,7 +131,6 @@ def predict(cfg: Config, stage: str, split: str = "test", limit: int | None = No
                 append_jsonl(out, row)
         bar.update(len(idx) + len(skips))
     bar.close()
-    return out
 
 
 class StageCache:

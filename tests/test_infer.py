@@ -92,3 +92,18 @@ def test_prompts_prepared_by_workers_give_the_same_predictions(pipeline, tmp_pat
     items = list(prompt_batches(rows, [[0, 1], [3]], processor, cfg.system_prompt, workers=2))
     assert [it[0] for it in items] == [[0, 1], [3]]  # chunks in order, indices as given
     assert items[1][3]["input_ids"].shape[0] == 1 and items[1][1][0]["question"] == rows[3]["question"]
+
+
+def test_predict_with_liger_where_it_cannot_run_stops_before_writing(pipeline, tmp_path, monkeypatch):
+    """fused_kernels='liger' on a machine without liger-kernel or a GPU: a clear error, no file."""
+    import dataclasses
+
+    import pytest
+
+    from tableqa_helpers.model import fused
+
+    monkeypatch.setattr(fused, "liger_missing", lambda: "liger-kernel is not installed (test)")
+    cfg = dataclasses.replace(pipeline["cfg"], root=str(tmp_path), fused_kernels="liger")
+    with pytest.raises(RuntimeError, match="fused_kernels='liger' but liger-kernel is not installed"):
+        predict(cfg, "merged", "test", limit=2, progress=False)
+    assert not (tmp_path / cfg.profile / "predictions" / "test" / "merged.jsonl").exists()
