@@ -508,7 +508,7 @@ def bench_infer(model, processor, cfg, rows, log, max_new_tokens, n_tutorial, ba
                 sync()
                 prefill = time.perf_counter() - t
                 t = time.perf_counter()
-                made = []  # prompts prepared by predict()'s DataLoader workers, ahead of the GPU
+                made = []  # prompts prepared ahead of the GPU, as in predict() (infer.prompt_batches)
                 chunks = [list(range(s, min(s + bsz, n))) for s in range(0, n, bsz)]
                 for _, _, _, batch in prompt_batches(use, chunks, processor, cfg.system_prompt,
                                                      cfg.dataloader_workers):

@@ -98,9 +98,9 @@ def packed_gqa_decoding(force: bool = False):
     batch 32 on the 7B shape, copy kernels took about 37 of a decoding step's 78 ms of GPU time
     (bench/RESULTS.md). Newer ones (5.25) pack the group into the query instead (`pack_gqa`);
     this does the same where transformers does not, and nothing where it does (force: install
-    it anyway, for tests). Same function, eager or compiled (`tests/test_fast.py`). Measured on
-    an H200 at the 7B shape, batch 32: 13 ms of kernels a decoding step instead of 78 (run C's
-    H100 without it; bench/RESULTS.md, run D). Not thread-safe: it swaps
+    it anyway, for tests). Same function, eager or compiled (`tests/test_fast.py`). Measured at
+    the 7B shape, batch 32: 19 ms of kernels a decoding step on an H100 (run E; 15 ms on an
+    H200, run D) instead of 78 ms without it (run C; bench/RESULTS.md). Not thread-safe: it swaps
     transformers' process-wide SDPA entry for the length of the block.
     """
     from transformers.integrations import sdpa_attention

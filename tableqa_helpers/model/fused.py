@@ -15,8 +15,8 @@ compiled blocks cost 9% in the second epoch (torch.compile could not work out wh
 liger's Triton kernels write and assumed all of them; bench/RESULTS.md), and compiled blocks
 already fuse those element-wise ops. The losses agree with the plain path within bf16 noise (the same
 measurement). In generation they paid: batch 64 sorted by length, 3.70 samples/s instead of
-3.28 (H100, bench/RESULTS.md run E), for no compilation time. liger-kernel is optional: "liger" without it, or without a CUDA device, stops with
-an error that names the missing piece.
+3.28 (H100, bench/RESULTS.md run E), for no compilation time. liger-kernel is optional:
+"liger" without it, or without a CUDA device, stops with an error that names the missing piece.
 """
 from __future__ import annotations
 
