@@ -108,9 +108,8 @@ class Config:
     compile_blocks: str = "auto"  # torch.compile each decoder layer / vision MLP in training:
     #                               "auto" (on a bf16/fp16 GPU of compute capability >= 8, not
     #                               under 4-bit), "on", "off" (fast.compile_blocks)
-    fused_kernels: str = "off"  # "liger": liger-kernel's RMSNorm / SwiGLU in training and in
-    #                             `predict` (GPU only; in training slower than compiled blocks on
-    #                             an H100, in generation 13% faster: model/fused.py)
+    fused_kernels: str = "off"  # "liger": liger-kernel's RMSNorm / SwiGLU in training and
+    #                             `predict` (GPU only; when it pays: model/fused.py)
     gpu: str = "manual"  # batch preset (fast.GPU_PRESETS): manual (fields as set), auto, 80gb...
     quantize: str = "none"  # base weights: "none" (dtype) or "4bit" (QLoRA; needs bitsandbytes)
     hardware: str = "none"  # GPU plan (hardware/) for fields not set: none, auto, or t4, l4, h100...
