@@ -132,6 +132,39 @@ def test_names_turns_repeat_the_instruction_names():
     assert not any("with the row" in a or " cells of " in a for a, _ in plain)
 
 
+def test_sentence_turns_carry_the_names_and_the_cells_value():
+    from tableqa_helpers.offline.tables import cell_texts, header_text
+
+    table = make_table(random.Random(2), 2, rows=TABLE["rows"], cols=TABLE["cols"])
+    _, body, _ = cell_texts(table)
+    heads = {header_text(table, c): c for c in range(len(table["columns"]))}
+    heads.update({col["name"]: c for c, col in enumerate(table["columns"])})
+    keys = {row[0]: r for r, row in enumerate(body)}
+    seen = set()
+    for seed in range(30):
+        for ask, answer in reading_turns(table, random.Random(seed), 99, names=True,
+                                         sentences=True):
+            if ask.startswith("Read the ") or ask.startswith("In a sentence, say"):
+                col, key = ask.split(" the ", 2)[-1].split(" of ", 1)  # "... the <col> of <key>..."
+                key = key.removesuffix(".").removesuffix(" and say it in a sentence")
+                # the names come back inside the sentence, the cell's text after them
+                value = body[keys[key]][heads[col] + 1]
+                assert answer.endswith(f"{value}.") or answer.endswith(f"under {col}.")
+                assert key in answer and col in answer and value in answer
+                assert answer.index(key) < answer.index(value)
+                seen.add("said_cell")
+            elif ask.startswith("Say in a sentence what the table"):
+                assert f'"{table["title"]}"' in answer and str(len(body)) in answer
+                seen.add("said_table")
+            elif ask.startswith("Say in a sentence what the "):
+                seen.add("said_pair")
+                assert all(k in answer for k in keys if f" {k} " in ask or f" {k}." in ask)
+    assert seen == {"said_cell", "said_pair", "said_table"}
+    names_only = reading_turns(table, random.Random(5), 99, names=True)
+    assert names_only == reading_turns(table, random.Random(5), 99, names=True, sentences=False)
+    assert not any("sentence" in a for a, _ in names_only)
+
+
 def test_tables_stage_data_is_unchanged():
     """Without names, turns and samples are those the documented runs 8 to 13 trained on: a
     digest of them as the code before the names stage (83b6e96) produced them."""

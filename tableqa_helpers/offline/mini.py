@@ -7,7 +7,8 @@ transcribed top to bottom (the language model learns to read with those glyphs).
 (the whole table, the title, the header, a row, a column, one cell, the row names, the
 legend's text...), plus plain-text documents from the stand-in corpus so the language model
 knows the words; the `names` stage adds turns whose answers repeat the row and column names the
-instruction gives, so that the model learns to carry names from the text into its answer. It
+instruction gives, so that the model learns to carry names from the text into its answer, and
+the `sentences` stage turns answered by a sentence (the names inside, the value after them). It
 never sees a question of Visual-TableQA's kind, a
 step-by-step answer or a colour: Tier A teaches the former, Tier B the latter.
 
@@ -45,12 +46,13 @@ def mini_table(rng: random.Random, index: int) -> dict:
     return make_table(rng, index, **TABLE)
 
 
-def reading_turns(table: dict, rng: random.Random, k: int,
-                  names: bool = False) -> list[tuple[str, str]]:
+def reading_turns(table: dict, rng: random.Random, k: int, names: bool = False,
+                  sentences: bool = False) -> list[tuple[str, str]]:
     """`k` (instruction, transcription) pairs about `table`, as the reading curriculum asks.
 
     names: add turns whose answers repeat the row and column names the instruction gives
     (the `names` stage): one named cell with its names, and one column's cells of two named rows.
+    sentences: add turns answered by a sentence (the `sentences` stage, `_sentence_turn`).
     """
     header, body, totals = cell_texts(table)
     rows, ncols = table["rows"], len(table["columns"])
@@ -60,8 +62,12 @@ def reading_turns(table: dict, rng: random.Random, k: int,
     kinds += ["totals"] if totals else []
     kinds += ["groups"] if table["groups"] else []
     kinds += ["named_cell"] * 3 + ["two_rows"] * 3 if names else []
+    kinds += ["said_cell"] * 4 + ["said_pair"] * 2 + ["said_table"] if sentences else []
     for kind in rng.sample(kinds, min(k, len(kinds))):
         r, c = rng.randrange(len(rows)), rng.randrange(ncols)
+        if kind.startswith("said_"):
+            out.append(_sentence_turn(table, body, kind, r, c, rng))
+            continue
         if kind in ("named_cell", "two_rows"):  # the column as the header draws it, or its name
             col = rng.choice((header_text(table, c), table["columns"][c]["name"]))
         if kind == "named_cell":
@@ -102,13 +108,42 @@ def reading_turns(table: dict, rng: random.Random, k: int,
     return out
 
 
+def _sentence_turn(table: dict, body: list[list[str]], kind: str, r: int, c: int,
+                   rng: random.Random) -> tuple[str, str]:
+    """A reading turn answered by a sentence: the instruction's names come back inside it and
+    the value read from the image after them, so that reading is not tied to answers that are
+    bare transcriptions. Still no question of Visual-TableQA's kind, no steps, no colour."""
+    rows, cols = table["rows"], table["columns"]
+    col = rng.choice((header_text(table, c), cols[c]["name"]))
+    key, group = rows[r]["key"], rows[r]["group"]
+    if kind == "said_cell":
+        where = f"in the {group} group" if group else f"in row {r + 1}"
+        return rng.choice((
+            (f"Read the {col} of {key} and say it in a sentence.",
+             f"{key} is {where}, and its {col} cell reads {body[r][c + 1]}."),
+            (f"In a sentence, say what the table gives as the {col} of {key}.",
+             f"For {key}, the table gives {body[r][c + 1]} under {col}.")))
+    if kind == "said_pair":
+        a, b = rng.sample(range(len(rows)), 2)
+        return (f"Say in a sentence what the {col} cells of {rows[a]['key']} and "
+                f"{rows[b]['key']} read.",
+                f"Under {col}, {rows[a]['key']} reads {body[a][c + 1]} and {rows[b]['key']} "
+                f"reads {body[b][c + 1]}.")
+    names = [col["name"] for col in cols]
+    columns = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    return ("Say in a sentence what the table is about.",
+            f"Under the title \"{table['title']}\", it gives the {columns} of {len(rows)} "
+            f"{table['plural'] if len(rows) > 1 else table['singular']}.")
+
+
 class ReadingSet(torch.utils.data.Dataset):
     """Sample i of the curriculum depends only on (seed, i): the same data on any machine."""
 
     def __init__(self, n: int, seed: int = 0, text_fraction: float = 0.2, turns: int = 6,
-                 names: bool = False):
+                 names: bool = False, sentences: bool = False):
         self.n, self.seed, self.text_fraction, self.turns = n, seed, text_fraction, turns
         self.names = names  # the `names` stage's turns too (`reading_turns`)
+        self.said = sentences  # and the `sentences` stage's
         self.sentences = corpus_sentences(4000, seed=seed + 1)
 
     def __len__(self) -> int:
@@ -122,7 +157,7 @@ class ReadingSet(torch.utils.data.Dataset):
         table = mini_table(rng, i)
         image = ImageOps.grayscale(render_table(table)).convert("RGB")
         return {"image": image, "turns": reading_turns(table, rng, rng.randint(2, self.turns),
-                                                      names=self.names)}
+                                                      names=self.names, sentences=self.said)}
 
 
 LINES_ASK = "Transcribe the text, top to bottom."

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import argparse
 
-# school stages: dense glyph labels, strings, tables, tables with named answers
-STAGES = ("glyphs", "lines", "tables", "names")
+# school stages: dense glyph labels, strings, tables, tables with named answers, and with answers
+# in sentences too
+STAGES = ("glyphs", "lines", "tables", "names", "sentences")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -27,7 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--stage", choices=STAGES, default="tables",
                    help="glyphs: the vision tower alone on dense glyph labels, from scratch; "
                    "lines: strings on a page; tables: whole tables; names: tables with answers "
-                   "that repeat the instruction's row and column names; each later stage "
+                   "that repeat the instruction's row and column names; sentences: names with "
+                   "turns answered by a sentence too; each later stage "
                    "usually with --init from the one before")
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     return p

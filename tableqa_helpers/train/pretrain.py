@@ -42,8 +42,9 @@ def pretrain(out_dir: str | Path, steps: int = 3000, batch_size: int = 64, lr: f
     `seed` so it sees new tables) instead of fresh weights.
     stage: "glyphs" (the vision tower alone, on dense per-token glyph labels,
     `offline.glyphs`), "lines" (a few strings on a page, `offline.mini.LineSet`), "tables"
-    (the reading curriculum, `offline.mini.ReadingSet`) or "names" (the same with turns whose
-    answers repeat the instruction's row and column names); glyphs is probed by glyph recall,
+    (the reading curriculum, `offline.mini.ReadingSet`), "names" (the same with turns whose
+    answers repeat the instruction's row and column names) or "sentences" (names, and turns
+    answered by a sentence); glyphs is probed by glyph recall,
     the others by their transcription accuracy.
     Returns the summary also written to ``out_dir/pretrain_log.json``.
     """
@@ -83,7 +84,9 @@ def _pretrain(out_dir, steps, batch_size, lr, seed, workers, warmup, log_every, 
         "glyphs": (GlyphSet, GlyphCollator, lambda m, p, **kw: glyph_accuracy(m, head, p, **kw)),
         "lines": (LineSet, ReadingCollator, lines_accuracy),
         "tables": (ReadingSet, ReadingCollator, reading_accuracy),
-        "names": (partial(ReadingSet, names=True), ReadingCollator, reading_accuracy)}[stage]
+        "names": (partial(ReadingSet, names=True), ReadingCollator, reading_accuracy),
+        "sentences": (partial(ReadingSet, names=True, sentences=True), ReadingCollator,
+                      reading_accuracy)}[stage]
     data, collate = dataset(steps * batch_size, seed=seed), collator(processor)
     _check_collator(collate, [data[i] for i in range(8)])
     loader = torch.utils.data.DataLoader(data, batch_size=batch_size, num_workers=workers,
