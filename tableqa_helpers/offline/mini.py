@@ -129,7 +129,7 @@ def _sentence_turn(table: dict, body: list[list[str]], kind: str, r: int, c: int
                 f"{rows[b]['key']} read.",
                 f"Under {col}, {rows[a]['key']} reads {body[a][c + 1]} and {rows[b]['key']} "
                 f"reads {body[b][c + 1]}.")
-    names = [col["name"] for col in cols]
+    names = [column["name"] for column in cols]
     columns = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
     return ("Say in a sentence what the table is about.",
             f"Under the title \"{table['title']}\", it gives the {columns} of {len(rows)} "
