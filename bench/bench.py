@@ -146,9 +146,9 @@ def _profile_step(step, rec, out_dir, name="profile_tutorial_step.txt"):
     events = [e for e in ka]
     # device-side events only, as the table's "Self CUDA time total" counts them (an operator's
     # row repeats the time of its kernels' rows: records before 2026-12-07 counted both, 2x)
-    # "Command Buffer Full" is CUPTI marking the host blocked on a full launch queue, not a kernel
-    # (runs D and E's records still counted them, with `!=` on the key: matched by substring now,
-    # and their own time is recorded as `command_buffer_full_s`; not yet checked on a GPU)
+    # "Command Buffer Full" is CUPTI marking the host blocked on a full launch queue, not a kernel:
+    # recorded on its own as `command_buffer_full_s`. The footer never counted it (checked on an
+    # H100, 2026-12-08: bench/RESULTS.md), so leaving it out changes no `gpu_busy_s`.
     def dev_us(e):
         return getattr(e, "self_device_time_total", getattr(e, "self_cuda_time_total", 0))
 

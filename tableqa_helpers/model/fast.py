@@ -95,12 +95,12 @@ def packed_gqa_decoding(force: bool = False):
 
     Under SDPA with a padding mask, older transformers releases (5.17, the GPU image's) copy
     each key/value head to its group of query heads (`repeat_kv`) at every step: profiled at
-    batch 32 on the 7B shape, copy kernels took about 37 of a decoding step's 78 ms of GPU time
+    batch 32 on the 7B shape, copy kernels took about 37 of a decoding step's 66 ms of GPU time
     (bench/RESULTS.md). Newer ones (5.25) pack the group into the query instead (`pack_gqa`);
     this does the same where transformers does not, and nothing where it does (force: install
     it anyway, for tests). Same function, eager or compiled (`tests/test_fast.py`). Measured at
-    the 7B shape, batch 32: 19 ms of kernels a decoding step on an H100 (run E; 15 ms on an
-    H200, run D) instead of 78 ms without it (run C; bench/RESULTS.md). Not thread-safe: it swaps
+    the 7B shape, batch 32: 16 ms of kernels a decoding step on an H100 (run E; 13 ms on an
+    H200, run D) instead of 66 ms without it (run C; bench/RESULTS.md). Not thread-safe: it swaps
     transformers' process-wide SDPA entry for the length of the block.
     """
     from transformers.integrations import sdpa_attention
