@@ -24,6 +24,7 @@ import torch
 from PIL import Image, ImageDraw, ImageOps
 
 from .dataset import corpus_sentences
+from .questions import _join
 from .render import dejavu_font, render_table
 from .tables import MINI_TOKENS, TABLE_SHAPES, cell_texts, header_text, make_table
 
@@ -129,8 +130,7 @@ def _sentence_turn(table: dict, body: list[list[str]], kind: str, r: int, c: int
                 f"{rows[b]['key']} read.",
                 f"Under {col}, {rows[a]['key']} reads {body[a][c + 1]} and {rows[b]['key']} "
                 f"reads {body[b][c + 1]}.")
-    names = [column["name"] for column in cols]
-    columns = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    columns = _join([column["name"] for column in cols])
     return ("Say in a sentence what the table is about.",
             f"Under the title \"{table['title']}\", it gives the {columns} of {len(rows)} "
             f"{table['plural'] if len(rows) > 1 else table['singular']}.")
