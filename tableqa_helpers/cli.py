@@ -47,6 +47,17 @@ def cmd_pretrain_mini(args):
     print(json.dumps(summary, indent=2))
 
 
+def cmd_probe_mini(args):
+    import torch
+    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+
+    from .offline.mini_probe import reading_profile
+
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(args.dir, dtype=torch.float32)
+    processor = AutoProcessor.from_pretrained(args.dir)
+    print(json.dumps(reading_profile(model, processor, n=args.tables), indent=2))
+
+
 def cmd_prepare(args):
     from .offline.standin import ensure_standins
 
@@ -175,6 +186,10 @@ def main(argv=None):
     # the same option list as python -m tableqa_helpers.train.pretrain (offline.mini_args)
     pretrain_arguments(add("pretrain-mini", cmd_pretrain_mini,
                            "pretrain the mini base on the reading curriculum", profile=False))
+    p = add("probe-mini", cmd_probe_mini, "what a mini checkpoint reads, in order and by name",
+            profile=False)
+    p.add_argument("dir", help="a mini checkpoint (e.g. tableqa_helpers/offline/mini_base)")
+    p.add_argument("--tables", type=int, default=24, help="held-out tables to ask")
     add("prepare", cmd_prepare, "build the stand-ins the profile needs")
     p = add("plan", cmd_plan, "trainable parameters per tier and component (meta device)")
     p.add_argument("--tier", choices=["a", "b"])

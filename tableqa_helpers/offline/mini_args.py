@@ -31,5 +31,10 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    "that repeat the instruction's row and column names; sentences: names with "
                    "turns answered by a sentence too; each later stage "
                    "usually with --init from the one before")
+    p.add_argument("--grow-lm-layers", type=int, default=None,
+                   help="deepen the --init checkpoint's language model to N layers first "
+                   "(a multiple of its own; the new layers start as the identity)")
+    p.add_argument("--grow-vision-depth", type=int, default=None,
+                   help="deepen its vision tower to N blocks first (its own plus an even number)")
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     return p

@@ -21,6 +21,7 @@ import torch
 from ..io import atomic_dir
 from ..offline.mini_args import STAGES, add_arguments
 from ..model.fast import sdpa_without_cudnn, use_grouped_vision_attention, use_linear_patch_embed
+from ..offline.mini_grow import grow
 from ..offline.glyphs import GlyphCollator, GlyphSet, glyph_accuracy, glyph_head, glyph_loss
 from ..offline.mini import (MINI, LineSet, ReadingCollator, ReadingSet, build_mini_untrained,
                             lines_accuracy, pixel_values, reading_accuracy)
@@ -30,7 +31,8 @@ def pretrain(out_dir: str | Path, steps: int = 3000, batch_size: int = 64, lr: f
              seed: int = 0, workers: int = 8, warmup: int = 200, log_every: int = 50,
              time_budget: float | None = None, device: str | None = None,
              eval_every: int | None = None, init: str | Path | None = None,
-             stage: str = "tables") -> dict:
+             stage: str = "tables", grow_lm_layers: int | None = None,
+             grow_vision_depth: int | None = None) -> dict:
     """Pretrain the mini base on the reading curriculum and save it to `out_dir`.
 
     time_budget: seconds of training; the step count is then fixed after step 50 from the
@@ -46,11 +48,15 @@ def pretrain(out_dir: str | Path, steps: int = 3000, batch_size: int = 64, lr: f
     answers repeat the instruction's row and column names) or "sentences" (names, and turns
     answered by a sentence); glyphs is probed by glyph recall,
     the others by their transcription accuracy.
+    grow_lm_layers, grow_vision_depth: deepen the `init` checkpoint first by blocks that start
+    as the identity (`offline.mini_grow.grow`).
     Returns the summary also written to ``out_dir/pretrain_log.json``.
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; expected one of {', '.join(STAGES)}")
+    if (grow_lm_layers or grow_vision_depth) and init is None:
+        raise ValueError("growing (grow_lm_layers, grow_vision_depth) needs an init checkpoint")
     if steps < 1 or warmup < 1 or (time_budget is not None and warmup < 50):
         raise ValueError(f"pretrain needs steps >= 1 and warmup >= 1 (>= 50 with a time budget); "
                          f"got steps={steps}, warmup={warmup}")
@@ -64,18 +70,19 @@ def pretrain(out_dir: str | Path, steps: int = 3000, batch_size: int = 64, lr: f
     try:
         with sdpa_without_cudnn():  # every batch of tables has new shapes (see model.fast)
             return _pretrain(out_dir, steps, batch_size, lr, seed, workers, warmup, log_every,
-                             time_budget, device, eval_every, init, stage)
+                             time_budget, device, eval_every, init, stage,
+                             (grow_lm_layers, grow_vision_depth))
     finally:
         torch.set_num_threads(threads)
 
 
 def _pretrain(out_dir, steps, batch_size, lr, seed, workers, warmup, log_every, time_budget,
-              device, eval_every, init, stage) -> dict:
+              device, eval_every, init, stage, growth) -> dict:
     torch.manual_seed(seed)
     cuda = device.type == "cuda"
     model, processor = build_mini_untrained(seed)
     if init is not None:
-        model = _load_init(init, model)
+        model = grow(_load_init(init, model), *growth)
     use_grouped_vision_attention(model)
     use_linear_patch_embed(model)
     model.to(device).train()
@@ -142,7 +149,8 @@ def _pretrain(out_dir, steps, batch_size, lr, seed, workers, warmup, log_every, 
     seconds = time.time() - start
     acc = accuracy(model, processor, device=device)
     print(json.dumps({"steps": step, "seconds": round(seconds, 1), **acc}), flush=True)
-    summary = {"stage": stage, "init": str(init) if init else None, "steps": step,
+    summary = {"stage": stage, "init": str(init) if init else None, "grown_to": growth,
+               "steps": step,
                "data_wait_seconds": round(waited, 1), "batch_size": batch_size, "lr": lr,
                "seed": seed, "time_budget": time_budget, "total_steps": total[0],
                "seconds": round(seconds, 1),
@@ -171,7 +179,10 @@ def _load_init(path: str | Path, model):
         raise FileNotFoundError(f"--init {path}: no mini checkpoint there (no config.json)")
     loaded = Qwen2_5_VLForConditionalGeneration.from_pretrained(path, dtype=torch.float32)
     want, got = model.config.to_dict(), loaded.config.to_dict()
-    keys = [("text_config", k) for k in MINI["text"]] + [("vision_config", k) for k in MINI["vision"]]
+    # depths may differ: a grown checkpoint (`offline.mini_grow`) continues like any other
+    keys = [("text_config", k) for k in MINI["text"] if k != "num_hidden_layers"]
+    keys += [("vision_config", k) for k in MINI["vision"]
+             if k not in ("depth", "fullatt_block_indexes")]
     keys += [("text_config", "vocab_size")] + [(None, k) for k in (
         "image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")]
     wrong = [f"{part or ''}.{k}" for part, k in keys
@@ -198,7 +209,8 @@ def run(args: argparse.Namespace) -> dict:
     return pretrain(args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                     workers=args.workers, time_budget=args.time_budget, seed=args.seed,
                     device=args.device, init=args.init, eval_every=args.eval_every,
-                    stage=args.stage)
+                    stage=args.stage, grow_lm_layers=args.grow_lm_layers,
+                    grow_vision_depth=args.grow_vision_depth)
 
 
 def main(argv=None) -> dict:
