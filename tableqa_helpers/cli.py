@@ -53,6 +53,8 @@ def cmd_probe_mini(args):
 
     from .offline.mini_probe import reading_profile
 
+    if not os.path.isfile(os.path.join(args.dir, "config.json")):
+        raise SystemExit(f"error: probe-mini {args.dir}: no mini checkpoint there (no config.json)")
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(args.dir, dtype=torch.float32)
     processor = AutoProcessor.from_pretrained(args.dir)
     print(json.dumps(reading_profile(model, processor, n=args.tables), indent=2))

@@ -94,3 +94,10 @@ def test_probe_named_cell_is_reading_accuracy_on_the_same_tables():
     finally:
         mini.generate_answer = real
     assert [a for a in asked if a.startswith("Transcribe the cell at row")] == first
+
+
+def test_cli_names_a_folder_that_holds_no_checkpoint(tmp_path):
+    from tableqa_helpers.cli import main
+
+    with pytest.raises(SystemExit, match="no mini checkpoint there"):
+        main(["probe-mini", str(tmp_path / "nothing")])
