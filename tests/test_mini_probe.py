@@ -31,7 +31,7 @@ class _Reader:
                 ask.removeprefix("Transcribe the column ").removesuffix(", top to bottom."))
             return "; ".join(f"{row[0]}: {row[c + 1]}" for row in body)
         if ask == "Transcribe the title.":
-            return mini_probe._title(t)
+            return mini_probe.title_text(t)
         if ask.startswith("List the entries"):
             return ", ".join(keys)
         if ask.startswith("Transcribe the cell at row "):

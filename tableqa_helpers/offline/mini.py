@@ -25,7 +25,7 @@ from PIL import Image, ImageDraw, ImageOps
 
 from .dataset import corpus_sentences
 from .questions import _join
-from .render import dejavu_font, render_table
+from .render import dejavu_font, render_table, title_text
 from .tables import MINI_TOKENS, TABLE_SHAPES, cell_texts, header_text, make_table
 
 # The mini base's shape: the 7B's module tree, scaled down (head_dim 80 in the vision tower as
@@ -96,10 +96,7 @@ def reading_turns(table: dict, rng: random.Random, k: int, names: bool = False,
             out.append((f"List the entries of the {table['key_name']} column.",
                         ", ".join(row[0] for row in body)))
         elif kind == "title":
-            title = table["title"]
-            if table["style"]["numbered_title"]:
-                title = f"Table {table['style']['table_number']}: {title}"
-            out.append(("Transcribe the title.", title))
+            out.append(("Transcribe the title.", title_text(table)))
         elif kind == "legend":
             out.append(("Transcribe the legend's labels.", "; ".join(m for _, m in table["legend"])))
         elif kind == "totals":

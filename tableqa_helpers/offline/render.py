@@ -67,7 +67,7 @@ def _layout(table: dict, style: dict, size: int) -> dict:
     swatch = round(size * 0.9)
     legend_items = [swatch + size * 0.4 + fonts["small"].getlength(meaning)
                     for _, meaning in table["legend"]]
-    title = _title(table, style)
+    title = title_text(table, style)
     needed = max([sum(widths), fonts["title"].getlength(title), size * 6]
                  + [fonts["group"].getlength(g) + 2 * pad for g in table["groups"]]
                  + [fonts["small"].getlength(table["note"] or "")]
@@ -78,7 +78,9 @@ def _layout(table: dict, style: dict, size: int) -> dict:
                 thick=max(2, round(size / 9)), thin=max(1, round(size / 18)))
 
 
-def _title(table: dict, style: dict) -> str:
+def title_text(table: dict, style: dict | None = None) -> str:
+    """The title as drawn: numbered ("Table 3: ...") if the style says so (default: the table's)."""
+    style = table["style"] if style is None else style
     if style["numbered_title"]:
         return f"Table {style['table_number']}: {table['title']}"
     return table["title"]
