@@ -70,7 +70,9 @@ class _Model:
         return self
 
 
-def test_probe_named_cell_is_reading_accuracy_on_the_same_tables():
+def test_probe_named_cell_is_reading_accuracy_on_the_same_tables(monkeypatch):
+    import tableqa_helpers.offline.mini as mini
+
     model, processor = build_mini_untrained(seed=0)
     asked = []
 
@@ -78,21 +80,12 @@ def test_probe_named_cell_is_reading_accuracy_on_the_same_tables():
         asked.append(ask)
         return ""
 
-    import tableqa_helpers.offline.mini as mini
-
-    real = mini.generate_answer
-    try:
-        mini.generate_answer = answer
-        reading_accuracy(model, processor, n=3)
-        first = list(asked)
-        asked.clear()
-        mini_probe.generate_answer, saved = answer, mini_probe.generate_answer
-        try:
-            mini_probe.reading_profile(model, processor, n=3)
-        finally:
-            mini_probe.generate_answer = saved
-    finally:
-        mini.generate_answer = real
+    monkeypatch.setattr(mini, "generate_answer", answer)
+    monkeypatch.setattr(mini_probe, "generate_answer", answer)
+    reading_accuracy(model, processor, n=3)
+    first, asked[:] = list(asked), []
+    mini_probe.reading_profile(model, processor, n=3)
+    assert len(first) == 3
     assert [a for a in asked if a.startswith("Transcribe the cell at row")] == first
 
 
